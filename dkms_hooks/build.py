@@ -1,0 +1,246 @@
+"""``dkms build``: copy the source, patch, make, strip, sign, compress, and move the
+result into the tree in one rename."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from dkms_hooks import UPSTREAM_RELEASE, run, scripts, signing, steps, tree
+from dkms_hooks.context import Context
+from dkms_hooks.dkmsconf import ModuleConf
+from dkms_hooks.errors import EXIT_SKIPPED, DkmsError, DkmsWarnExit
+from dkms_hooks.kernel import Compression, KernelTarget
+
+
+def _compiler_env(ctx: Context, kernel: KernelTarget, env: dict[str, str]) -> None:
+    """Use the compiler (and linker) the kernel was built with, as upstream does."""
+    kvars = kernel.source_dir / ".kernelvariables"
+    if kvars.is_file():
+        script = f"show-%:\n\t@echo $($*)\ninclude {kvars}\n"
+        res = run.run(["make", "-f", "-", "show-CC"], input=script, env=env)
+        env["CC"] = res.stdout.strip()
+    else:
+        env.pop("CC", None)
+    if not kernel.config.exists():
+        return
+    kconfig = kernel.kconfig()
+    text = kconfig.get("CONFIG_CC_VERSION_TEXT", "")
+    m = re.match(r'^"*([^" ]*) ', text)
+    if m and run.which(m.group(1), env):
+        env["CC"] = env["KERNEL_CC"] = m.group(1)
+    if kconfig.get("CONFIG_CC_IS_CLANG") == "y" and run.which("clang", env):
+        env["CC"] = env["KERNEL_CC"] = "clang"
+    if kconfig.get("CONFIG_LD_IS_LLD") == "y" and run.which("ld.lld", env):
+        env["LD"] = env["KERNEL_LD"] = "ld.lld"
+
+
+def _build_environment(ctx: Context, env: dict[str, str]) -> dict[str, str]:
+    path = ctx.framework.get("build_environment", "")
+    if not path or not os.path.isfile(path):
+        return env
+    res = run.run(["bash", "-c", 'source "$1" >/dev/null 2>&1; env -0', "bash", path], env=env)
+    if res.returncode != 0:
+        return env
+    new: dict[str, str] = {}
+    for item in res.stdout.split("\0"):
+        if "=" in item:
+            k, _, v = item.partition("=")
+            new[k] = v
+    return new
+
+
+def _missing_build_depends(ctx: Context, conf: ModuleConf, kver: str, arch: str) -> list[str]:
+    missing = []
+    for dep in conf.build_depends:
+        entries = tree.status_entries(ctx.layout, dep, "", kver, arch)
+        if not any(e.state is tree.State.installed for e in entries):
+            missing.append(dep)
+    return missing
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True, copy_function=shutil.copy2)
+
+
+def _compress(ctx: Context, comp: Compression, path: Path) -> Path | None:
+    opts = {
+        Compression.gzip: ("gzip", ctx.framework.get("compress_gzip_opts", "")),
+        Compression.xz: ("xz", ctx.framework.get("compress_xz_opts", "")),
+        Compression.zstd: ("zstd", ctx.framework.get("compress_zstd_opts", "")),
+    }
+    tool, extra = opts[comp]
+    res = run.run([tool, *extra.split(), "-f", path], stdout=None)
+    out = path.with_name(path.name + comp.suffix)
+    return out if res.returncode == 0 and out.exists() else None
+
+
+def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
+    from dkms_hooks import actions
+
+    lay = ctx.layout
+    if not tree.is_added(lay, module, version):
+        actions.add_module(ctx, module, version)
+        ctx.console.print("")
+    source_dir = lay.source_link(module, version)
+    build_dir = lay.build_dir(module, version)
+    kernel_dir = lay.kernel_dir(module, version, kver)
+    base_dir = lay.built_dir(module, version, kver, arch)
+    build_log = build_dir / "make.log"
+    if base_dir.is_dir():
+        raise DkmsError(
+            3,
+            f"This module/version has already been built on: {kver}",
+            f"Directory {base_dir} already exists. Use the dkms remove function before trying to build again.",
+        )
+    kernel = ctx.kernel(kver, arch)
+    compression = kernel.compression(lay)
+    conf = ctx.read_conf(module, version, kver, arch, strict=True)
+    if conf.build_exclude:
+        raise DkmsWarnExit(
+            EXIT_SKIPPED,
+            f"The {base_dir}/dkms.conf",
+            f"for module {module}/{version} includes BUILD_EXCLUSIVE directives",
+            "which do not match this kernel/arch/config for any modules.",
+            "This indicates that it should not be built.",
+        )
+    if len(os.listdir(source_dir)) < 2:
+        raise DkmsError(
+            8,
+            f"The directory {source_dir} does not appear to have module source located within it.",
+            "Build halted.",
+        )
+    signing.prepare_kernel_and_signing(ctx, kver, arch)
+    sign = ctx.signing
+
+    env = ctx.build_env()
+    _compiler_env(ctx, kernel, env)
+    env = _build_environment(ctx, env)
+
+    missing = _missing_build_depends(ctx, conf, kver, arch)
+    if missing:
+        listed = "".join(" " + m for m in missing)
+        if ctx.options.force:
+            ctx.console.warn(
+                f"Trying to build module {module}/{version} for kernel {kver} ({arch}) "
+                f"despite of missing BUILD_DEPENDS:{listed}."
+            )
+        else:
+            raise DkmsError(
+                13,
+                f"Aborting build of module {module}/{version} for kernel {kver} ({arch}) "
+                f"due to missing BUILD_DEPENDS:{listed}.",
+                "You may override by specifying --force.",
+            )
+
+    shutil.rmtree(build_dir, ignore_errors=True)
+    _copy_tree(Path(os.path.realpath(source_dir)), build_dir)
+    etc_patches = lay.script_override_dir(module) / "patches"
+    if etc_patches.is_dir():
+        _copy_tree(etc_patches, build_dir / "patches")
+    with open(build_log, "a", encoding="utf-8") as log:
+        log.write(f"DKMS ({UPSTREAM_RELEASE}) make.log for {module}/{version} for kernel {kver} ({arch})\n")
+        log.write(time.strftime("%a %b %e %H:%M:%S %Z %Y") + "\n")
+
+    variables = ctx.conf_scope(module, version, kernel)
+    for p in conf.patches:
+        if "/../" in f"patches/{p}":
+            raise DkmsError(5, f"Patch {p} as specified in dkms.conf contains '..' path component.")
+        if not (build_dir / "patches" / p).exists():
+            raise DkmsError(
+                5, f"Patch {p} as specified in dkms.conf cannot be", f"found in {build_dir}/patches/."
+            )
+        rc = steps.invoke_shell(ctx, f"patch -p1 < ./patches/{p}", f"Applying patch {p}", build_log,
+                                cwd=build_dir, variables=variables, env=env)
+        if rc != 0:
+            raise DkmsError(6, f"Application of patch {p} failed.", f"Consult {build_log} for more information.")
+
+    scripts.run_script(ctx, "pre_build", conf.script("PRE_BUILD"), module, version, logfile=build_log,
+                       variables=variables)
+
+    make_command = conf.make_command
+    if make_command.startswith("make"):
+        make_command = f"make -j{ctx.parallel_jobs} KERNELRELEASE={kver}" + make_command[4:]
+    rc = steps.invoke_shell(ctx, make_command, "Building module(s)", build_log, cwd=build_dir,
+                            variables=variables, env=env)
+    if rc != 0:
+        raise DkmsError(10, f"Bad return status for module build on kernel: {kver} ({arch})",
+                        f"Consult {build_log} for more information.")
+
+    wanted = [m for m in conf.modules if not conf.module_excluded(m.index)]
+    for m in wanted:
+        if not (build_dir / f"{m.built_path}.ko").exists():
+            raise DkmsError(
+                7,
+                f"Build of {m.built_path}.ko failed for: {kver} ({arch})",
+                "Make sure the name and location of the generated module are correct,",
+                f"or consult {build_log} for more information.",
+            )
+
+    kernel_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(_mkdtemp(kernel_dir, f".tmp_{arch}_"))
+    (staging / "log").mkdir()
+    (staging / "module").mkdir()
+    symvers = build_dir / "Module.symvers"
+    if symvers.is_file():
+        shutil.copy2(symvers, staging / "module/Module.symvers")
+    for m in wanted:
+        built = build_dir / f"{m.built_path}.ko"
+        if not built.is_file():
+            ctx.console.warn(f"{built} has disappeared")
+            continue
+        if m.strip:
+            strip = "llvm-strip" if env.get("CC") == "clang" else "strip"
+            run.run([strip, "-g", built], stdout=None)
+        if sign is not None and sign.enabled:
+            signing.sign_module(ctx, sign, built)
+        result = built
+        if compression is not Compression.none:
+            result = _compress(ctx, compression, built) or built
+        suffix = ".ko" + (compression.suffix if result is not built else "")
+        shutil.copy2(result, staging / "module" / f"{m.dest_name}{suffix}")
+    for m in wanted:
+        if not any((staging / "module" / f"{m.dest_name}{s}").is_file()
+                   for s in (".ko", ".ko" + compression.suffix)):
+            raise DkmsError(7, f"Missing module '{m.dest_name}' in {staging}/module")
+    os.chmod(staging, 0o755)
+    try:
+        os.rename(staging, base_dir)
+    except OSError as e:
+        raise DkmsError(7, f"do_build: final mv failed ({e.errno})") from e
+
+    scripts.run_script(ctx, "post_build", conf.script("POST_BUILD"), module, version, logfile=build_log,
+                       variables=variables)
+    try:
+        os.replace(build_log, base_dir / "log/make.log")
+    except OSError:
+        pass
+    shutil.rmtree(build_dir, ignore_errors=True)
+
+    if conf.build_depends_rebuild and not ctx.options.force:
+        for dep in conf.build_depends:
+            versions = [e.version for e in tree.status_entries(lay, dep, "", kver, arch)]
+            if versions:
+                from dkms_hooks.kernel import version_sort_key
+
+                newest = sorted(versions, key=version_sort_key)[-1]
+                (base_dir / f".dep_{dep}").write_text(newest + "\n")
+
+
+def _mkdtemp(parent: Path, prefix: str) -> str:
+    """mktemp -d with upstream's six random characters (its suite normalises exactly six)."""
+    import secrets
+    import string
+
+    alphabet = string.ascii_letters + string.digits
+    for _ in range(100):
+        path = parent / (prefix + "".join(secrets.choice(alphabet) for _ in range(6)))
+        try:
+            path.mkdir(mode=0o700)
+            return os.fspath(path)
+        except FileExistsError:
+            continue
+    raise DkmsError(1, "Unable to make temporary directory.")

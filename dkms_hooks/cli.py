@@ -1,0 +1,274 @@
+"""The ``dkms`` command: parse, set up, dispatch, and turn errors into messages and exit
+codes in one place."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from dkms_hooks import UPSTREAM_RELEASE, actions, autoinstall, cmdline, distro, locking, run, settings, status
+from dkms_hooks.console import Console
+from dkms_hooks.context import Context
+from dkms_hooks.errors import DkmsError, DkmsWarnExit, SilentExit
+from dkms_hooks.kernel import version_sort_key
+from dkms_hooks.paths import Layout
+
+#: verbs that change the trees, and so take the tree lock
+_MUTATING = {"add", "build", "install", "uninstall", "unbuild", "remove", "autoinstall", "match", "ldtarball",
+             "kernel_preinst", "kernel_postinst", "kernel_prerm"}
+
+
+def _layout_from_env(env: dict[str, str]) -> Layout:
+    # DKMS_HOOKS_SYSROOT points /etc/dkms, os-release and /boot at another root (image
+    # builds, and tests that must not read the host's configuration).
+    sysroot = Path(env.get("DKMS_HOOKS_SYSROOT", "/"))
+    return Layout(sysroot=sysroot, tmp=Path(env.get("TMPDIR") or "/tmp"))
+
+
+def _have_one_kernel(ctx: Context, action: str) -> None:
+    o = ctx.options
+    if o.all:
+        raise DkmsError(5, f"The action {action} does not support the --all parameter.")
+    if len(o.kernels) != 1:
+        if action in ("kernel_preinst", "kernel_postinst", "kernel_prerm"):
+            raise DkmsError(4, f"The action {action} requires exactly one kernel version parameter on the "
+                               "command line.")
+        raise DkmsError(4, f"The action {action} does not support multiple kernel version parameters on the "
+                           "command line.")
+
+
+def _default_arch(ctx: Context) -> str:
+    if distro.is_rpm_family(ctx.distro) and ctx.options.kernels and run.which("rpm", ctx.env):
+        owner = run.run(["rpm", "-qf", ctx.layout.install_tree / ctx.options.kernels[0]], stderr=run.DEVNULL)
+        pkgs = [line for line in owner.stdout.splitlines() if "not owned" not in line and "kernel" in line]
+        if pkgs:
+            res = run.run(["rpm", "-q", "--queryformat", "%{ARCH}", pkgs[0]], stderr=run.DEVNULL)
+            if res.returncode == 0 and res.stdout:
+                return res.stdout
+    return distro.machine_arch()
+
+
+def _setup_kernels(ctx: Context, action: str) -> None:
+    o = ctx.options
+    if o.all and action != "status":
+        lines = [f"{e.state} {e.module}/{e.version}/{e.kver}/{e.arch}"
+                 for m, v in [(o.module, o.version)] for e in _built(ctx, m, v)]
+        for line in sorted(lines, key=version_sort_key):
+            ka = line.split("/", 2)[2]
+            k, _, a = ka.rpartition("/")
+            o.kernels.append(k)
+            o.arches.append(a)
+    if action != "status":
+        if not o.kernels and not o.all:
+            o.kernels.append(os.uname().release)
+        if not o.arches:
+            o.arches.append(_default_arch(ctx))
+    if len(o.arches) == 1 and len(o.kernels) > 1:
+        o.arches += [o.arches[0]] * (len(o.kernels) - 1)
+    if action != "status":
+        for i, k in enumerate(o.kernels):
+            if not k:
+                raise DkmsError(16, f"Empty kernelver[{i}]")
+        for i, a in enumerate(o.arches):
+            if not a:
+                raise DkmsError(16, f"Empty arch[{i}]")
+
+
+def _built(ctx: Context, module: str, version: str) -> list:  # type: ignore[type-arg]
+    from dkms_hooks import tree
+
+    if not module or not version:
+        return []
+    return tree.built_entries(ctx.layout, module, version)
+
+
+def _check_root_for_install(ctx: Context) -> None:
+    # Upstream demands root for any install; writing into a relocated install tree is
+    # a sandbox or image build and needs no more than write access to it.
+    if not ctx.layout.is_relocated_install_tree():
+        actions.check_root(ctx)
+
+
+def dispatch(ctx: Context) -> int:
+    o = ctx.options
+    action = o.action
+    if action in ("remove", "unbuild", "uninstall"):
+        actions.check_module_args(ctx, action)
+        actions.module_is_broken_and_die(ctx)
+        actions.module_is_added_or_die(ctx)
+        if action == "uninstall":
+            _check_root_for_install(ctx)
+        else:
+            actions.check_rw_dkms_tree(ctx)
+        getattr(actions, f"{action}_module")(ctx)
+        _maybe_post_transaction(ctx)
+        return 0
+    if action in ("add", "build", "install"):
+        if o.all:
+            raise DkmsError(5, f"The action {action} does not support the --all parameter.")
+        if action != "add":
+            actions.module_is_broken_and_die(ctx)
+        if action == "install":
+            _check_root_for_install(ctx)
+        else:
+            actions.check_rw_dkms_tree(ctx)
+        if action == "add":
+            actions.add_module(ctx)
+        else:
+            if not o.module and not o.version and (o.try_source_tree or o.archive):
+                actions.add_module(ctx)
+                ctx.console.print("")
+            actions.check_module_args(ctx, action)
+            getattr(actions, f"{action}_module")(ctx)
+        if action == "install":
+            _maybe_post_transaction(ctx)
+        return 0
+    if action in ("autoinstall", "kernel_postinst"):
+        _have_one_kernel(ctx, action)
+        _check_root_for_install(ctx)
+        installed = autoinstall.autoinstall(ctx)
+        if installed and action == "autoinstall":
+            _maybe_post_transaction(ctx)
+        return 0
+    if action in ("kernel_preinst", "kernel_prerm"):
+        _check_root_for_install(ctx)
+        _have_one_kernel(ctx, action)
+        getattr(autoinstall, action)(ctx)
+        return 0
+    if action == "status":
+        status.show_status(ctx)
+        return 0
+    if action == "generate_mok":
+        from dkms_hooks import signing
+
+        values = signing.read_signing_settings(ctx, None)
+        signing.prepare_mok(ctx, values, None)
+        return 0
+    if action == "conf":
+        from dkms_hooks import confcmd
+
+        return confcmd.run_conf(ctx)
+    if action in ("match", "mktarball", "ldtarball"):
+        raise DkmsError(1, f"The action {action} is not supported by this dkms yet.")
+    ctx.console.error(f'Unknown action specified: "{action}"')
+    ctx.console.print(cmdline.USAGE.format(prog=sys.argv[0] if sys.argv else "dkms"))
+    return 0
+
+
+def _maybe_post_transaction(ctx: Context) -> None:
+    if ctx.framework.get("post_transaction"):
+        actions.post_transaction(ctx)
+
+
+def _build_context(parsed: cmdline.Parsed, console: Console, env: dict[str, str]) -> Context:
+    layout = _layout_from_env(env)
+    running = distro.running_distribution(layout)
+    addon = env.get("ADDON_MODULES_DIR", "")
+    if not addon and layout.module_init_tools.exists():
+        res = run.run(["bash", "-c", '. "$1" >/dev/null 2>&1; printf %s "${ADDON_MODULES_DIR-}"', "bash",
+                       layout.module_init_tools], env=env)
+        addon = res.stdout
+    defaults = {
+        "dkms_tree": os.fspath(layout.dkms_tree),
+        "source_tree": os.fspath(layout.source_tree),
+        "install_tree": os.fspath(layout.install_tree),
+        "tmp_location": os.fspath(layout.tmp),
+    }
+    framework = settings.read_framework(layout, settings.NONSIGNING, scope=defaults, env=env)
+    trees = {k: framework.get(k) or defaults[k] for k in ("dkms_tree", "source_tree", "install_tree")}
+    trees.update({k: v for k, v in parsed.trees.items()})
+    layout = layout.with_trees(
+        dkms_tree=Path(trees["dkms_tree"]),
+        source_tree=Path(trees["source_tree"]),
+        install_tree=Path(trees["install_tree"]),
+        tmp=Path(framework.get("tmp_location") or layout.tmp),
+    )
+    o = parsed.options
+    if framework.get("verbose"):
+        o.verbose = True
+    if framework.get("symlink_modules"):
+        o.symlink_modules = True
+    hooks = settings.load_hooks_settings(layout.settings_toml)
+    ctx = Context(layout=layout, console=console, distro=running, env=env, framework=framework, options=o,
+                  hooks=hooks, addon_modules_dir=addon)
+    jobs = o.parallel_jobs if o.parallel_jobs is not None else framework.get("parallel_jobs", "")
+    if not jobs:
+        jobs = str(hooks.jobs) if hooks.jobs else settings.nproc(env)
+    ctx.parallel_jobs = "" if jobs == "0" else jobs
+    return ctx
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    console = Console()
+    env = dict(os.environ)
+    parsed = cmdline.parse(args)
+    debug = parsed.debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
+    try:
+        for kind, text in parsed.events:
+            if kind == "quiet":
+                console.quiet = True
+            elif kind == "deprecated":
+                console.deprecated(text)
+            elif kind == "warn":
+                console.warn(text)
+        if parsed.unknown_option:
+            console.error(f"Unknown option: {parsed.unknown_option}")
+            console.print(cmdline.USAGE.format(prog=sys.argv[0] if sys.argv else "dkms"))
+            return 2
+        if parsed.more_than_one_action:
+            raise DkmsError(4, "Cannot specify more than one action.")
+        if parsed.show_help:
+            console.print(cmdline.USAGE.format(prog=sys.argv[0] if sys.argv else "dkms"))
+            return 0
+        ctx = _build_context(parsed, console, env)
+        if parsed.show_version:
+            console.print(UPSTREAM_RELEASE)
+            return 0
+        o = ctx.options
+        if o.binaries_only and o.source_only:
+            raise DkmsError(8, "You have specified both --binaries-only and --source-only.", "You cannot do this.")
+        if len(o.kernels) != len(o.arches) and len(o.arches) > 1:
+            raise DkmsError(1, "If more than one arch is specified on the command line, then there",
+                            "must be an equal number of kernel versions also specified (1:1 relationship).")
+        if o.kernels and o.all:
+            raise DkmsError(2, "You cannot specify a kernel version and also specify", "--all on the command line.")
+        if o.arches and o.all:
+            raise DkmsError(3, "You cannot specify an arch and also specify", "--all on the command line.")
+        if o.action in ("kernel_preinst", "kernel_postinst", "kernel_prerm"):
+            _have_one_kernel(ctx, o.action)
+        _setup_kernels(ctx, o.action)
+        if o.action in _MUTATING:
+            with locking.tree_lock(ctx):
+                return dispatch(ctx)
+        return dispatch(ctx)
+    except SilentExit as e:
+        return e.code
+    except DkmsWarnExit as e:
+        console.warn(*e.lines)
+        return e.code
+    except DkmsError as e:
+        for line in e.preamble:
+            console.print(line)
+        console.error(*e.lines)
+        return e.code
+    except run.ToolMissing as e:
+        console.error(str(e))
+        return 1
+    except settings.SettingsError as e:
+        console.error(str(e))
+        return 1
+    except KeyboardInterrupt:
+        console.eprint("Interrupted.")
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback for users
+        if debug:
+            traceback.print_exc()
+        console.error(f"internal error: {e.__class__.__name__}: {e}",
+                      "Run again with --debug for details, and please report it.")
+        return 70

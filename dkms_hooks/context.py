@@ -1,0 +1,183 @@
+"""The state of one dkms run: options, settings, and what upstream keeps in globals
+(the last dkms.conf read, the kernel whose signing was prepared)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dkms_hooks import dkmsconf, run
+from dkms_hooks.console import Console
+from dkms_hooks.errors import DkmsError
+from dkms_hooks.kernel import KernelTarget
+from dkms_hooks.paths import Layout
+from dkms_hooks.settings import HooksSettings
+
+
+@dataclass
+class Options:
+    action: str = ""
+    module: str = ""
+    version: str = ""
+    kernels: list[str] = field(default_factory=list)
+    arches: list[str] = field(default_factory=list)
+    conf: str = ""
+    template_kernel: str = ""
+    archive: str = ""
+    kernel_source_dir: str = ""
+    kernel_config: str = ""
+    try_source_tree: str = ""
+    force: bool = False
+    force_version_override: bool = False
+    all: bool = False
+    verbose: bool = False
+    rpm_safe_upgrade: bool = False
+    binaries_only: bool = False
+    source_only: bool = False
+    no_depmod: bool = False
+    modprobe_on_install: bool = False
+    symlink_modules: bool = False
+    directives: list[tuple[str, str]] = field(default_factory=list)
+    parallel_jobs: str | None = None
+    # options of our own
+    raw: bool = False
+    json: bool = False
+    positional: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Signing:
+    enabled: bool
+    sign_file: str = ""
+    hash: str = ""
+    key: str = ""
+    cert: str = ""
+
+
+@dataclass
+class Context:
+    layout: Layout
+    console: Console
+    distro: str
+    env: dict[str, str]
+    framework: dict[str, str]
+    options: Options
+    hooks: HooksSettings = field(default_factory=HooksSettings)
+    addon_modules_dir: str = ""
+    parallel_jobs: str = ""
+    # upstream's globals that a subshell changes only for itself
+    last_conf_key: tuple[str, ...] | None = None
+    last_conf: dkmsconf.ModuleConf | None = None
+    prepared_kernel: str = "none"
+    signing: Signing | None = None
+    #: --directive names, exported to the environment of builds as upstream does
+    exported: dict[str, str] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def subshell(self) -> Iterator[None]:
+        """Run a block the way upstream runs a ``( ... )`` subshell: what it changes in the
+        shared state is forgotten afterwards."""
+        saved = (self.last_conf_key, self.last_conf, self.prepared_kernel, self.signing,
+                 self.options.force, self.options.force_version_override)
+        try:
+            yield
+        finally:
+            (self.last_conf_key, self.last_conf, self.prepared_kernel, self.signing,
+             self.options.force, self.options.force_version_override) = saved
+
+    def kernel(self, kver: str, arch: str) -> KernelTarget:
+        o = self.options
+        return KernelTarget.resolve(
+            self.layout,
+            kver,
+            arch,
+            source_dir=Path(o.kernel_source_dir) if o.kernel_source_dir else None,
+            config=Path(o.kernel_config) if o.kernel_config else None,
+        )
+
+    def conf_scope(self, module: str, version: str, kernel: KernelTarget) -> dict[str, str]:
+        lay = self.layout
+        return {
+            "kernelver": kernel.kver,
+            "arch": kernel.arch,
+            "kernel_source_dir": os.fspath(kernel.source_dir),
+            "kernel_config": os.fspath(kernel.config),
+            "dkms_tree": os.fspath(lay.dkms_tree),
+            "source_tree": os.fspath(lay.source_tree),
+            "install_tree": os.fspath(lay.install_tree),
+            "tmp_location": os.fspath(lay.tmp),
+            "module": module,
+            "module_version": version,
+            "parallel_jobs": self.parallel_jobs,
+            "running_distribution": self.distro,
+            "addon_modules_dir": self.addon_modules_dir,
+            "current_kernel": os.uname().release,
+            "verbose": "true" if self.options.verbose else "",
+        }
+
+    def print_diagnostics(self, diags: list[dkmsconf.Diagnostic]) -> None:
+        for d in diags:
+            if d.stream == "out":
+                self.console.print(d.text)
+            else:
+                self.console.eprint(d.text)
+
+    def read_conf(
+        self,
+        module: str,
+        version: str,
+        kver: str,
+        arch: str,
+        path: str | None = None,
+        *,
+        strict: bool = False,
+        or_die: bool = True,
+    ) -> dkmsconf.ModuleConf:
+        """Upstream's read_conf[_strict][_or_die]."""
+        conf_file = path or self.options.conf or os.fspath(self.layout.source_link(module, version) / "dkms.conf")
+        if not os.access(conf_file, os.R_OK):
+            raise DkmsError(4, "Could not locate dkms.conf file.", f"File: {conf_file} does not exist.")
+        key = (module, version, kver, arch, os.path.realpath(conf_file))
+        if self.last_conf_key == key and self.last_conf is not None:
+            conf = self.last_conf
+        else:
+            kernel = self.kernel(kver, arch)
+            files = [Path(conf_file), *self.layout.conf_overrides(module, version, kver, arch)]
+            result = dkmsconf.read_values(files, scope=self.conf_scope(module, version, kernel), env=self.build_env())
+            vmlinux_clang = False
+            vmlinux = kernel.source_dir / "vmlinux"
+            if vmlinux.exists():
+                res = run.run(["readelf", "-p", ".comment", vmlinux], stderr=run.STDOUT)
+                vmlinux_clang = "clang" in res.stdout
+            conf = dkmsconf.resolve(
+                result,
+                path=Path(conf_file),
+                kernel=kernel,
+                running_distribution=self.distro,
+                default_build_dir=self.layout.build_dir(module, version),
+                addon_modules_dir=self.addon_modules_dir,
+                directives=self.options.directives,
+                deprecation_warnings=strict,
+                vmlinux_is_clang=vmlinux_clang,
+            )
+            for name, value in self.options.directives:
+                self.exported[name] = value
+            self.print_diagnostics(conf.diagnostics)
+            if conf.ok:
+                self.last_conf_key, self.last_conf = key, conf
+        ok = conf.ok
+        if ok and strict:
+            diags, ok = dkmsconf.strict_checks(conf)
+            self.print_diagnostics(diags)
+        if not ok and or_die:
+            shown = path or self.options.conf
+            raise DkmsError(8, "Bad conf file.", f"File: {shown} does not represent a valid dkms.conf file.")
+        return conf
+
+    def build_env(self) -> dict[str, str]:
+        env = {k: v for k, v in self.env.items() if k not in ("CC", "CXX", "CFLAGS", "CXXFLAGS", "LDFLAGS")}
+        env.update(self.exported)
+        return env

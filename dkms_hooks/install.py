@@ -1,0 +1,418 @@
+"""``dkms install`` and ``dkms uninstall``: put built modules into the kernel's module
+tree (keeping whatever they replace), and take them out again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from dkms_hooks import depmod, modinfo, run, scripts, steps, tree
+from dkms_hooks.context import Context
+from dkms_hooks.dkmsconf import ModuleConf
+from dkms_hooks.errors import DkmsError
+from dkms_hooks.kernel import Compression, ver_key
+
+_ALL_SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz")
+
+
+def module_suffix(ctx: Context, kver: str, arch: str) -> str:
+    return ".ko" + ctx.kernel(kver, arch).compression(ctx.layout).suffix
+
+
+def compressed_or_uncompressed(directory: Path, name: str, compression: Compression) -> Path | None:
+    """The module file under ``directory``: uncompressed first, then the kernel's compression.
+    Other compressions count too, so a tree whose compression changed is still understood."""
+    for suffix in (".ko", ".ko" + compression.suffix, *_ALL_SUFFIXES):
+        p = directory / f"{name}{suffix}"
+        if p.exists():
+            return p
+    return None
+
+
+def find_module(tree_dir: Path, name: str) -> list[Path]:
+    found = []
+    wanted = {f"{name}.ko", *(f"{name}{s}" for s in _ALL_SUFFIXES)}
+    for dirpath, _dirs, files in os.walk(tree_dir):
+        for f in files:
+            if f in wanted:
+                p = Path(dirpath) / f
+                if p.is_file() and not p.is_symlink():
+                    found.append(p)
+    return found
+
+
+def _verinfo(path: Path | None) -> tuple[str, str]:
+    if path is None:
+        return "", ""
+    info = modinfo.modinfo(path)
+    words = modinfo.first(info, "version").split()
+    ver = words[0] if words else ""
+    checksum = words[1] if len(words) > 1 else ""
+    return ver, modinfo.first(info, "srcversion") or checksum
+
+
+def compare_versions(a: Path | None, b: Path | None) -> str:
+    """Upstream's compare_module_version: "==", "=", ">" (a newer) or "<"."""
+    va, vb = _verinfo(a), _verinfo(b)
+    if va[0] == vb[0]:
+        return "==" if va[1] == vb[1] else "="
+    return ">" if ver_key(va[0]) > ver_key(vb[0]) else "<"
+
+
+def _obsolete(kver: str, obsolete_by: str) -> bool:
+    obs = obsolete_by.split("-")
+    my = kver.split("-")
+    if ver_key(obs[0]) == ver_key(my[0]):
+        if len(obs) < 2 or not obs[1]:
+            return True
+        mine = my[1] if len(my) > 1 else ""
+        return ver_key(mine) >= ver_key(obs[1])
+    return ver_key(my[0]) > ver_key(obs[0])
+
+
+def version_sanity(ctx: Context, conf: ModuleConf, module: str, version: str, kver: str, arch: str,
+                   dest_name: str) -> bool:
+    """Refuse to replace a module the kernel already has at the same or a newer version."""
+    console = ctx.console
+    force = ctx.options.force
+    obsolete_by = conf.scalar("OBSOLETE_BY")
+    if obsolete_by and not force and _obsolete(kver, obsolete_by):
+        console.eprint("")
+        console.eprint(f"Module has been obsoleted due to being included in kernel {obsolete_by}.")
+        console.eprint(f"We will avoid installing for future kernels above {obsolete_by}.")
+        console.eprint("You may override by specifying --force.")
+        return False
+    compression = ctx.kernel(kver, arch).compression(ctx.layout)
+    suffix = ".ko" + compression.suffix
+    found = find_module(ctx.layout.install_tree / kver, dest_name)
+    if not found:
+        return True
+    if ctx.options.force_version_override:
+        return True
+    kernels_module = found[0]
+    dkms_module = compressed_or_uncompressed(
+        ctx.layout.built_dir(module, version, kver, arch) / "module", dest_name, compression
+    )
+    cmp = compare_versions(kernels_module, dkms_module)
+    if cmp == ">" and not force:
+        console.error(
+            f"Module version {_verinfo(dkms_module)[0]} for {dest_name}{suffix}",
+            f"is not newer than what is already found in kernel {kver} ({_verinfo(kernels_module)[0]}).",
+            "You may override by specifying --force.",
+        )
+        return False
+    if cmp == "==" and not force:
+        ver, src = _verinfo(dkms_module)
+        same_bytes = dkms_module is not None and _same_file(kernels_module, dkms_module)
+        if (ver + src).strip() or same_bytes:
+            if ver:
+                console.eprint(f"Module {kernels_module} already installed at version {ver}, "
+                               "override by specifying --force")
+            else:
+                console.eprint(f"Module {kernels_module} already installed (unversioned module), "
+                               "override by specifying --force")
+            return False
+    return True
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def _place(src: Path, dest: Path, *, symlink: bool) -> None:
+    """Copy (or link) src to dest through a temporary name in dest's directory, so dest is
+    never half-written."""
+    tmp = dest.with_name(f".{dest.name}.dkms-new")
+    tmp.unlink(missing_ok=True)
+    if symlink:
+        os.symlink(src, tmp)
+    else:
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)
+    os.replace(tmp, dest)
+
+
+def _archive_original(ctx: Context, original: Path, backup_dir: Path) -> None:
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    origin = backup_dir / f"{original.name}.origin"
+    tmp_origin = origin.with_name(f".{origin.name}.new")
+    tmp_origin.write_text(f"{original}\n")
+    os.replace(tmp_origin, origin)
+    target = backup_dir / original.name
+    try:
+        os.replace(original, target)
+    except OSError:
+        # another filesystem: copy in under a temporary name, then let go of the original
+        tmp = backup_dir / f".{original.name}.new"
+        shutil.copy2(original, tmp)
+        os.replace(tmp, target)
+        original.unlink()
+
+
+def _forced(ctx: Context, module: str) -> str:
+    d = ctx.layout.forced_modules_dir
+    if not d.is_dir():
+        return ""
+    words: list[str] = []
+    for f in sorted(d.iterdir()):
+        if f.exists():
+            try:
+                words += f.read_text(errors="replace").split()
+            except OSError:
+                pass
+    for w in words:
+        if w == module:
+            return "force"
+        if w == f"{module}_version-override":
+            return "version-override"
+    return ""
+
+
+def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
+    from dkms_hooks import build
+
+    lay = ctx.layout
+    console = ctx.console
+    if not tree.is_built(lay, module, version, kver, arch):
+        build.do_build(ctx, module, version, kver, arch)
+    base_dir = lay.built_dir(module, version, kver, arch)
+    lib_tree = lay.install_tree / kver
+    backup_dir = lay.original_module_dir(module, kver, arch)
+    active = lay.active_link(module, kver, arch)
+
+    forced = _forced(ctx, module)
+    if forced == "force":
+        ctx.options.force = True
+        console.print(f"Forcing installation of {module}")
+    elif forced == "version-override":
+        ctx.options.force_version_override = True
+        console.print(f"Forcing version override of {module}")
+
+    if not lib_tree.exists():
+        raise DkmsError(6, f"The directory {lib_tree} doesn't exist.",
+                        "You cannot install a module onto a non-existent kernel.")
+    compression = ctx.kernel(kver, arch).compression(lay)
+    conf = ctx.read_conf(module, version, kver, arch, strict=True)
+    wanted = [m for m in conf.modules if not conf.module_excluded(m.index)]
+    for m in wanted:
+        if compressed_or_uncompressed(base_dir / "module", m.dest_name, compression) is None:
+            raise DkmsError(6, f"Missing module {m.dest_name} in {base_dir}/module")
+    if tree.is_installed(lay, module, version, kver, arch):
+        raise DkmsError(5, f"This module/version combo is already installed for kernel {kver} ({arch}).")
+    if ctx.options.rpm_safe_upgrade:
+        ctx.options.force = True
+    rc = scripts.run_script(ctx, "pre_install", conf.script("PRE_INSTALL"), module, version)
+    if rc != 0 and not ctx.options.force:
+        raise DkmsError(101, "pre_install failed, aborting install.", "You may override by specifying --force.")
+
+    any_installed = False
+    for m in wanted:
+        if not version_sanity(ctx, conf, module, version, kver, arch, m.dest_name):
+            continue
+        if active.is_symlink():
+            if compressed_or_uncompressed(backup_dir, m.dest_name, compression) is not None:
+                console.print("An original module was already stored during a previous install")
+        else:
+            # Upstream's search order for the module this one replaces.
+            candidates = [
+                compressed_or_uncompressed(lib_tree / "extra", m.dest_name, compression),
+                compressed_or_uncompressed(lib_tree / "updates", m.dest_name, compression),
+                compressed_or_uncompressed(Path(f"{lib_tree}{m.dest_location}"), m.dest_name, compression),
+                *find_module(lib_tree, m.dest_name),
+            ]
+            for original in candidates:
+                if original is not None and original.is_file():
+                    console.print(f"Found pre-existing {original}, archiving for uninstallation")
+                    _archive_original(ctx, original, backup_dir)
+                    break
+        toinstall = compressed_or_uncompressed(base_dir / "module", m.dest_name, compression)
+        assert toinstall is not None
+        dest_dir = Path(f"{lib_tree}{m.dest_location}")
+        console.print(f"Installing {dest_dir}/{toinstall.name}")
+        try:
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            _place(toinstall, dest_dir / toinstall.name, symlink=ctx.options.symlink_modules)
+        except OSError as e:
+            raise DkmsError(6, f"Copying '{toinstall}' failed") from e
+        any_installed = True
+    if conf.num_modules > 0 and not any_installed:
+        raise DkmsError(6, "Installation aborted.")
+
+    tmp_link = active.with_name(f".{active.name}.new")
+    tmp_link.unlink(missing_ok=True)
+    os.symlink(f"{version}/{kver}/{arch}", tmp_link)
+    os.replace(tmp_link, active)
+
+    weak_modules(ctx, conf, module, kver, arch, add=True)
+    scripts.run_script(ctx, "post_install", conf.script("POST_INSTALL"), module, version)
+    rc = steps.invoke_python(ctx, f"do_depmod {kver}", "Running depmod", lambda: depmod.do_depmod(ctx, kver))
+    if rc != 0:
+        do_uninstall(ctx, module, version, kver, arch)
+        raise DkmsError(6, "Problems with depmod detected. Automatically uninstalling this module.",
+                        "Install Failed (depmod problems). Module rolled back to built state.")
+    if (ctx.options.modprobe_on_install or ctx.framework.get("modprobe_on_install")) \
+            and kver == os.uname().release:
+        modprobe_present_devices(ctx)
+    from dkms_hooks import dependencies
+
+    dependencies.rebuild_dependents(ctx, kver, arch)
+
+
+def modprobe_present_devices(ctx: Context) -> None:
+    aliases: set[str] = set()
+    for dirpath, _d, files in os.walk("/sys/devices"):
+        if "modalias" in files:
+            try:
+                aliases.add(Path(dirpath, "modalias").read_text().strip())
+            except OSError:
+                pass
+    if aliases:
+        run.run(["modprobe", "-a", "-b", "-q", *sorted(a for a in aliases if a)], stdout=None)
+    if Path("/lib/systemd/system/systemd-modules-load.service").is_file():
+        run.run(["systemctl", "restart", "systemd-modules-load.service"], stdout=None)
+
+
+def weak_modules(ctx: Context, conf: ModuleConf, module: str, kver: str, arch: str, *, add: bool) -> None:
+    """RHEL and SUSE keep kABI-compatible modules linked into other kernels."""
+    if conf.no_weak_modules or ctx.env.get("NO_WEAK_MODULES"):
+        return
+    if ctx.distro.startswith("rhel"):
+        tool = ["/usr/sbin/weak-modules", "--no-initramfs", "--add-modules" if add else "--remove-modules"]
+    elif ctx.distro.startswith(("sles", "suse", "opensuse")):
+        tool = ["/usr/lib/module-init-tools/weak-modules2",
+                "--add-kernel-modules" if add else "--remove-kernel-modules", kver]
+    else:
+        return
+    if not add and not any(e.state is tree.State.installed
+                           for e in tree.built_entries(ctx.layout, module, conf.package_version)):
+        return
+    ctx.console.print("Adding linked weak modules..." if add else "Removing linked weak modules...")
+    compression = ctx.kernel(kver, arch).compression(ctx.layout)
+    listed = []
+    for m in conf.modules:
+        loc = actual_dest_location(ctx, conf, module, m.index, kver, arch, compression) or ""
+        p = compressed_or_uncompressed(Path(f"{ctx.layout.install_tree}/{kver}{loc}"), m.dest_name,
+                                       compression)
+        listed.append(os.fspath(p) if p else "")
+    run.run(tool, input="\n".join(listed) + "\n", stdout=None)
+
+
+def actual_dest_location(ctx: Context, conf: ModuleConf, module: str, index: int, kver: str, arch: str,
+                         compression: Compression) -> str | None:
+    """Where the installed copy of module ``index`` really is (the distribution's location
+    or the one dkms.conf names), judged by its version."""
+    m = conf.modules[index]
+    owned = compressed_or_uncompressed(ctx.layout.active_link(module, kver, arch) / "module", m.dest_name,
+                                       compression)
+    for loc in m.possible_dest_locations():
+        installed = compressed_or_uncompressed(Path(f"{ctx.layout.install_tree}/{kver}{loc}"), m.dest_name,
+                                               compression)
+        if installed is not None and compare_versions(owned, installed) in ("==", "="):
+            return loc
+    return None
+
+
+def _rmdir_parents(base: Path, relative: str) -> None:
+    rel = relative.lstrip("/")
+    while rel:
+        try:
+            (base / rel).rmdir()
+        except OSError:
+            return
+        rel = os.path.dirname(rel)
+
+
+def do_uninstall(ctx: Context, module: str, version: str, kver: str, arch: str, *,
+                 delayed_depmod: bool = False) -> None:
+    lay = ctx.layout
+    console = ctx.console
+    backup_dir = lay.original_module_dir(module, kver, arch)
+    console.print(f"Module {module}/{version} for kernel {kver} ({arch}):")
+    compression = ctx.kernel(kver, arch).compression(lay)
+    suffix = ".ko" + compression.suffix
+    conf = ctx.read_conf(module, version, kver, arch)
+    active = lay.active_link(module, kver, arch)
+    was_active = tree.is_active(lay, module, version, kver, arch)
+    if was_active:
+        console.print("Before uninstall, this module version was ACTIVE on this kernel.")
+        weak_modules(ctx, conf, module, kver, arch, add=False)
+        lib_tree = lay.install_tree / kver
+        for m in conf.modules:
+            loc = actual_dest_location(ctx, conf, module, m.index, kver, arch, compression)
+            if loc:
+                console.print(f"Deleting {lay.install_tree}/{kver}{loc}/{m.dest_name}{suffix}")
+                for f in Path(f"{lib_tree}{loc}").glob(f"{m.dest_name}.ko*"):
+                    f.unlink(missing_ok=True)
+                if ctx.distro.startswith(("debian", "ubuntu", "arch", "gentoo")) or not _rpm_owns(
+                        ctx, lib_tree, loc):
+                    _rmdir_parents(lib_tree, loc)
+            else:
+                console.print(f"Module {m.dest_name}{suffix} was not found within {lay.install_tree}/{kver}/")
+            _restore_originals(ctx, m.dest_name, backup_dir, kver, m.declared_dest_location, compression)
+        active.unlink(missing_ok=True)
+    else:
+        console.print("This module version was INACTIVE for this kernel.")
+    scripts.run_script(ctx, "post_remove", conf.script("POST_REMOVE"), module, version)
+    if delayed_depmod:
+        (lay.dkms_tree / f"depmod-pending-{kver}-{arch}").touch()
+    else:
+        steps.invoke_python(ctx, f"do_depmod {kver}", "Running depmod", lambda: depmod.do_depmod(ctx, kver))
+    if was_active and backup_dir.is_dir():
+        console.print(f"Removing original module(s) from DKMS tree for kernel {kver} ({arch})")
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        kdir = backup_dir.parent
+        if kdir.is_dir() and not any(p.is_dir() for p in kdir.iterdir()):
+            shutil.rmtree(kdir, ignore_errors=True)
+    originals = lay.module_dir(module) / "original_module"
+    if originals.is_dir() and not any(p.is_dir() for p in originals.iterdir()):
+        shutil.rmtree(originals, ignore_errors=True)
+
+
+def _rpm_owns(ctx: Context, lib_tree: Path, loc: str) -> bool:
+    if not run.which("rpm", ctx.env):
+        return False
+    return run.run(["rpm", "-qf", loc.lstrip("/")], cwd=lib_tree, stderr=run.DEVNULL).returncode == 0
+
+
+def _restore_originals(ctx: Context, name: str, backup_dir: Path, kver: str, declared: str,
+                       compression: Compression) -> None:
+    console = ctx.console
+    if backup_dir.is_dir():
+        prefix = f"{ctx.layout.install_tree}/{kver}/"
+        for origin in sorted(backup_dir.rglob(f"{name}.*.origin")):
+            if not origin.is_file():
+                continue
+            original = origin.with_name(origin.name[: -len(".origin")])
+            if not original.is_file():
+                continue
+            lines = origin.read_text(errors="surrogateescape").splitlines()
+            location = lines[0] if lines else ""
+            if location.startswith(prefix) and ".." not in Path(location).parts:
+                console.print(f"Restoring archived original module {location}")
+                Path(location).parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(location).with_name(f".{Path(location).name}.dkms-restore")
+                shutil.copy2(original, tmp)
+                os.replace(tmp, location)
+                original.unlink()
+                origin.unlink(missing_ok=True)
+            else:
+                console.warn(f"Bad original location '{location}' in {origin}")
+        for dirpath, _dirs, _files in sorted(os.walk(backup_dir.parent), reverse=True):
+            try:
+                os.rmdir(dirpath)  # only empty ones go
+            except OSError:
+                pass
+    leftover = compressed_or_uncompressed(backup_dir, name, compression) if backup_dir.is_dir() else None
+    if leftover is not None:
+        # archived by an older dkms that wrote no .origin record
+        console.print("Restoring archived original module")
+        target = Path(f"{ctx.layout.install_tree}/{kver}{declared}")
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.move(leftover, target / leftover.name)
+        except OSError:
+            pass

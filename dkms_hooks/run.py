@@ -1,0 +1,117 @@
+"""The one place that starts child processes.
+
+argv lists only; a shell is started only to run text that upstream evaluates as shell
+(MAKE, PRE_BUILD and the like from a dkms.conf, post_transaction from framework.conf)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger("dkms_hooks.run")
+
+PathString = str | os.PathLike[str]
+DEVNULL = subprocess.DEVNULL
+PIPE = subprocess.PIPE
+STDOUT = subprocess.STDOUT
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    elapsed: float
+
+
+class ToolMissing(Exception):
+    def __init__(self, tool: str) -> None:
+        super().__init__(f"{tool} not found.")
+        self.tool = tool
+
+
+def run(
+    argv: Sequence[PathString],
+    *,
+    cwd: PathString | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: int | IO[bytes] | None = DEVNULL,
+    stdout: int | IO[bytes] | IO[str] | None = PIPE,
+    stderr: int | IO[bytes] | IO[str] | None = None,
+    input: str | None = None,
+) -> Result:
+    """Run argv and wait. stdout is captured (text) unless redirected; a non-zero exit is
+    returned, not raised, because most callers map it to one of upstream's exit codes."""
+    cmd = tuple(os.fspath(a) for a in argv)
+    log.debug("+ %s", shlex.join(cmd))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=None if input is not None else stdin,
+            input=input,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            errors="surrogateescape",
+            check=False,
+        )
+    except FileNotFoundError as e:
+        if cwd is not None and not Path(cwd).is_dir():
+            raise
+        raise ToolMissing(cmd[0]) from e
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        log.debug('"%s" returned non-zero exit code %d.', shlex.join(cmd), proc.returncode)
+    return Result(cmd, proc.returncode, proc.stdout if isinstance(proc.stdout, str) else "", elapsed)
+
+
+def run_bytes(argv: Sequence[PathString]) -> bytes | None:
+    """Run argv and return its binary stdout, or None when it fails."""
+    cmd = [os.fspath(a) for a in argv]
+    log.debug("+ %s", shlex.join(cmd))
+    try:
+        proc = subprocess.run(cmd, stdin=DEVNULL, stdout=PIPE, stderr=DEVNULL, check=False)
+    except FileNotFoundError as e:
+        raise ToolMissing(cmd[0]) from e
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def run_shell(
+    script: str,
+    *,
+    variables: Mapping[str, str] | None = None,
+    cwd: PathString | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: int | IO[bytes] | IO[str] | None = None,
+    stderr: int | IO[bytes] | IO[str] | None = None,
+) -> Result:
+    """Evaluate shell text with bash, as upstream's ``eval`` does: ``variables`` become plain
+    (unexported) shell variables, so the text can expand them without make seeing them."""
+    prelude = "".join(f"{name}={shlex.quote(value)}\n" for name, value in (variables or {}).items())
+    return run(
+        ["bash", "-c", prelude + 'eval "$1"', "bash", script],
+        cwd=cwd,
+        env=env,
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
+def which(tool: str, env: Mapping[str, str] | None = None) -> str | None:
+    import shutil
+
+    path = (env or os.environ).get("PATH", os.defpath)
+    return shutil.which(tool, path=path)

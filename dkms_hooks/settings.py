@@ -1,0 +1,111 @@
+"""Settings: upstream's framework.conf (bash, read as upstream reads it) and our own TOML.
+
+framework.conf and framework.conf.d/*.conf are sourced by bash and only upstream's known
+variables are taken back, so a file that defines functions or other variables changes
+nothing. Variables upstream never resets at start-up also come from the environment."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dkms_hooks import bashconf
+from dkms_hooks.paths import Layout
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+NONSIGNING = (
+    "source_tree dkms_tree install_tree tmp_location verbose symlink_modules autoinstall_all_kernels "
+    "modprobe_on_install parallel_jobs compress_gzip_opts compress_xz_opts compress_zstd_opts "
+    "build_environment post_transaction"
+).split()
+SIGNING = ["sign_file", "mok_signing_key", "mok_certificate", "try_sign_modules"]
+#: upstream sets these before reading framework.conf, so the environment cannot change them
+_RESET = {
+    "dkms_tree": "",
+    "source_tree": "",
+    "install_tree": "",
+    "tmp_location": "",
+    "verbose": "",
+    "symlink_modules": "",
+    "compress_gzip_opts": "",
+    "compress_xz_opts": "--check=crc32 --lzma2=dict=1MiB",
+    "compress_zstd_opts": "-q --rm -T0",
+}
+
+
+def read_framework(
+    layout: Layout,
+    names: list[str],
+    *,
+    scope: Mapping[str, str],
+    env: Mapping[str, str],
+) -> dict[str, str]:
+    """The named variables after framework.conf and framework.conf.d/*.conf, with the
+    environment's value (or upstream's default) where no file sets them."""
+    start = {n: env.get(n, "") for n in names}
+    start.update({n: v for n, v in _RESET.items() if n in names})
+    start.update({k: v for k, v in scope.items() if k in names and v})
+    result = bashconf.source_files(layout.framework_confs, names, scope={**scope, **start}, env=env)
+    merged = dict(start)
+    for name in names:
+        if name in result.values:
+            merged[name] = result.values[name].get(0, "")
+    return merged
+
+
+@dataclass(frozen=True)
+class HooksSettings:
+    """Our own settings, beyond upstream's, from /etc/dkms/dkms-hooks.toml."""
+
+    #: modules whose failure fails a kernel or package transaction
+    critical_modules: tuple[str, ...] = ()
+    #: initramfs tool: "auto", "none", or a tool name
+    initramfs: str = "auto"
+    #: job budget for parallel builds; 0 means the CPU count
+    jobs: int = 0
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+class SettingsError(Exception):
+    pass
+
+
+def load_hooks_settings(path: Path) -> HooksSettings:
+    if not path.exists():
+        return HooksSettings()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SettingsError(f"{path}: {e}") from e
+    critical = data.get("critical_modules", [])
+    if not isinstance(critical, list) or not all(isinstance(x, str) for x in critical):
+        raise SettingsError(f"{path}: critical_modules must be a list of module names")
+    initramfs = data.get("initramfs", "auto")
+    if not isinstance(initramfs, str):
+        raise SettingsError(f"{path}: initramfs must be a string")
+    jobs = data.get("jobs", 0)
+    if not isinstance(jobs, int) or jobs < 0:
+        raise SettingsError(f"{path}: jobs must be a whole number >= 0")
+    extra = {k: v for k, v in data.items() if k not in ("critical_modules", "initramfs", "jobs")}
+    return HooksSettings(tuple(critical), initramfs, jobs, extra)
+
+
+def nproc(env: Mapping[str, str]) -> str:
+    """Upstream asks nproc(1); ask it too (so a pinned nproc is honoured), else the CPU count."""
+    from dkms_hooks import run
+
+    if run.which("nproc", env):
+        try:
+            res = run.run(["nproc"], env=env)
+            if res.returncode == 0 and res.stdout.strip():
+                return res.stdout.strip()
+        except run.ToolMissing:
+            pass
+    return str(len(os.sched_getaffinity(0)))

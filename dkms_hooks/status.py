@@ -1,0 +1,67 @@
+"""``dkms status``: upstream's text, line for line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dkms_hooks import install, tree
+from dkms_hooks.context import Context
+
+
+def _extra(ctx: Context, e: tree.Entry) -> str:
+    lay = ctx.layout
+    conf = ctx.read_conf(e.module, e.version, e.kver, e.arch,
+                         str(lay.source_link(e.module, e.version) / "dkms.conf"), or_die=False)
+    text = ""
+    if lay.original_module_dir(e.module, e.kver, e.arch).is_dir():
+        text += " (Original modules exist)"
+    compression = ctx.kernel(e.kver, e.arch).compression(lay)
+    built_dir = lay.built_dir(e.module, e.version, e.kver, e.arch) / "module"
+    for m in conf.modules:
+        if conf.module_excluded(m.index):
+            continue
+        tree_mod = install.compressed_or_uncompressed(built_dir, m.dest_name, compression)
+        if tree_mod is None:
+            return text + " (Built modules are missing in the kernel modules folder)"
+        if tree.is_active(lay, e.module, e.version, e.kver, e.arch):
+            loc = install.actual_dest_location(ctx, conf, e.module, m.index, e.kver, e.arch, compression)
+            real = None
+            if loc is not None:
+                real = install.compressed_or_uncompressed(Path(f"{lay.install_tree}/{e.kver}{loc}"), m.dest_name,
+                                                          compression)
+            if real is None or not _same(tree_mod, real):
+                return text + " (Differences between built and installed modules)"
+    return text
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def status_lines(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
+    console = ctx.console
+    for e in tree.status_entries(ctx.layout, module, version, kver, arch):
+        if e.state is tree.State.broken:
+            console.print(f"{e.module}/{e.version}: broken")
+            console.error(f"{e.module}/{e.version}: Missing the module source directory or the symbolic link "
+                          "pointing to it.", "Manual intervention is required!")
+        elif e.state is tree.State.added:
+            console.print(f"{e.module}/{e.version}: added")
+        else:
+            with ctx.subshell():
+                suffix = _extra(ctx, e)
+            console.print(f"{e.module}/{e.version}, {e.kver}, {e.arch}: {e.state}{suffix}")
+
+
+def show_status(ctx: Context) -> None:
+    o = ctx.options
+    if not o.kernels:
+        status_lines(ctx, o.module, o.version, "", o.arches[0] if o.arches else "")
+        return
+    for i, k in enumerate(o.kernels):
+        status_lines(ctx, o.module, o.version, k, o.arches[i] if i < len(o.arches) else "")
