@@ -164,8 +164,22 @@ def _maybe_post_transaction(ctx: Context) -> None:
         actions.post_transaction(ctx)
 
 
+def _ensure_system_skeleton(layout: Layout, parsed: cmdline.Parsed) -> None:
+    """Acting as the system's dkms (root, real root, no relocated trees), make sure the
+    drop-in directory for framework settings exists, as upstream's package ships it."""
+    if os.geteuid() != 0 or layout.sysroot != Path("/") or parsed.trees:
+        return
+    d = layout.etc_dkms / "framework.conf.d"
+    if not d.is_dir():
+        try:
+            d.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError:
+            pass
+
+
 def _build_context(parsed: cmdline.Parsed, console: Console, env: dict[str, str]) -> Context:
     layout = _layout_from_env(env)
+    _ensure_system_skeleton(layout, parsed)
     running = distro.running_distribution(layout)
     addon = env.get("ADDON_MODULES_DIR", "")
     if not addon and layout.module_init_tools.exists():
