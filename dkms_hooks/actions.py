@@ -272,3 +272,42 @@ def post_transaction(ctx: Context) -> None:
     command = values.get("post_transaction", "")
     steps.invoke_shell(ctx, command, "Executing post-transaction command", log,
                        variables=ctx.conf_scope(ctx.options.module, ctx.options.version, ctx.kernel(kver, arch)))
+
+
+def run_match(ctx: Context) -> None:
+    """Install on -k every module installed on --templatekernel."""
+    from dkms_hooks import signing, status
+
+    o = ctx.options
+    kver, arch = o.kernels[0], o.arches[0]
+    template = o.template_kernel
+    if not template:
+        raise DkmsError(1, "Invalid number of parameters passed.",
+                        "Usage: match --templatekernel=<kernel-version> -k <kernel-version>",
+                        "   or: match --templatekernel=<kernel-version> -k <kernel-version> <module>")
+    if template == kver:
+        raise DkmsError(2, "The templatekernel and the specified kernel version are the same.")
+    installed = [e for e in status.collect(ctx, "", "", template, arch) if e.state is tree.State.installed]
+    if o.module:
+        if not ctx.layout.module_dir(o.module).is_dir():
+            raise DkmsError(3, f"The module: {o.module} is not located in the DKMS tree.")
+        installed = [e for e in installed if e.module == o.module]
+    console = ctx.console
+    console.print("")
+    console.print(f"Matching modules in kernel: {kver} ({arch})")
+    console.print(f"to the configuration of kernel: {template} ({arch})")
+    if not installed:
+        console.print("")
+        console.print("There is nothing to be done for this match.")
+        return
+    signing.check_headers(ctx, ctx.kernel(kver, arch))
+    for e in installed:
+        console.print(f"Module:  {e.module}")
+        console.print(f"Version: {e.version}")
+        if tree.is_broken(ctx.layout, e.module, e.version):
+            console.error(f"{e.module}/{e.version} is broken!",
+                          "Missing the source directory or the symbolic link pointing to it.",
+                          "Manual intervention is required!")
+            continue
+        maybe_build(ctx, e.module, e.version, kver, arch)
+        maybe_install(ctx, e.module, e.version, kver, arch)

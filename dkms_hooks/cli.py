@@ -152,7 +152,12 @@ def dispatch(ctx: Context) -> int:
         from dkms_hooks import confcmd
 
         return confcmd.run_conf(ctx)
-    if action in ("match", "mktarball", "ldtarball"):
+    if action == "match":
+        actions.check_root(ctx)
+        _have_one_kernel(ctx, action)
+        actions.run_match(ctx)
+        return 0
+    if action in ("mktarball", "ldtarball"):
         raise DkmsError(1, f"The action {action} is not supported by this dkms yet.")
     ctx.console.error(f'Unknown action specified: "{action}"')
     ctx.console.print(cmdline.USAGE.format(prog=sys.argv[0] if sys.argv else "dkms"))

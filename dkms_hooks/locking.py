@@ -1,7 +1,8 @@
-"""One dkms process at a time on a tree: an exclusive flock on a file in the tree.
+"""One dkms process at a time on a tree: an exclusive flock on the tree directory itself.
 
-The lock file records the holder's pid so a waiting process can say who it waits for;
-the kernel drops a flock when its holder dies, so a stale lock cannot block anyone."""
+Locking the directory writes nothing into the tree. The kernel drops a flock when its
+holder dies, so a stale lock cannot block anyone; /proc/locks tells a waiting process
+who holds it."""
 
 from __future__ import annotations
 
@@ -10,33 +11,46 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from dkms_hooks.context import Context
 
 
+def lock_holder(path: Path) -> str:
+    """The pid holding a flock on ``path``, from /proc/locks, or "unknown"."""
+    try:
+        st = os.stat(path)
+        wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; a waiter's line carries "->"
+            if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":
+                continue
+            if fields[5] == wanted:
+                return fields[4]
+    except OSError:
+        pass
+    return "unknown"
+
+
 @contextlib.contextmanager
 def tree_lock(ctx: Context) -> Iterator[None]:
-    path = ctx.layout.lock_file
+    path = ctx.layout.dkms_tree
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        # no tree we may write to: the verb itself will say so
+        # no tree we may create or open: the verb itself will say so
         yield
         return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            ctx.console.eprint(f"dkms: waiting for the lock on {ctx.layout.dkms_tree} (held by pid {holder})")
+            ctx.console.eprint(f"dkms: waiting for {path}, locked by process {lock_holder(path)}")
             start = time.monotonic()
             fcntl.flock(fd, fcntl.LOCK_EX)
-            ctx.console.eprint(f"dkms: got the lock after {time.monotonic() - start:.1f}s")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            ctx.console.eprint(f"dkms: got {path} after {time.monotonic() - start:.1f}s")
         yield
     finally:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
         os.close(fd)

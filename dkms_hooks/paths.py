@@ -71,10 +71,6 @@ class Layout:
         return self.etc_dkms / module
 
     # --- the dkms tree ----------------------------------------------------------
-    @property
-    def lock_file(self) -> Path:
-        return self.dkms_tree / ".dkms-hooks.lock"
-
     def module_dir(self, module: str) -> Path:
         return self.dkms_tree / module
 

@@ -176,16 +176,19 @@ def prepare_mok(ctx: Context, values: dict[str, str], kernel: KernelTarget | Non
 def generate_pair(ctx: Context, key: Path, cert: Path) -> None:
     """A self-signed RSA-2048 code-signing certificate valid for 100 years, written to
     temporary names and renamed, so a crash never leaves half a key."""
-    try:
-        key.parent.mkdir(parents=True, exist_ok=True)
-        cert.parent.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return
+    # Only the default location, inside the dkms tree, is created; a configured path
+    # whose directory is missing is an error to report, not a directory to invent.
+    for p in (key, cert):
+        if not p.parent.is_dir() and p.parent == ctx.layout.dkms_tree:
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                return
     tmp_key = key.with_name(f".{key.name}.{os.getpid()}.tmp")
     tmp_cert = cert.with_name(f".{cert.name}.{os.getpid()}.tmp")
     old_umask = os.umask(0o077)
     try:
-        res = run.run(
+        run.run(
             [
                 "openssl", "req", "-new", "-x509", "-nodes", "-days", "36500",
                 "-subj", "/CN=DKMS module signing key",
@@ -198,9 +201,13 @@ def generate_pair(ctx: Context, key: Path, cert: Path) -> None:
         )  # fmt: skip
     finally:
         os.umask(old_umask)
-    if res.returncode == 0 and tmp_key.exists() and tmp_cert.exists():
-        os.chmod(tmp_cert, 0o644)
+    # Like openssl writing straight to the final paths, keep whichever half it produced
+    # (the key survives a certificate path that cannot be written), each renamed whole.
+
+    if tmp_key.exists() and tmp_key.stat().st_size > 0:
         os.replace(tmp_key, key)
+    if tmp_cert.exists() and tmp_cert.stat().st_size > 0:
+        os.chmod(tmp_cert, 0o644)
         os.replace(tmp_cert, cert)
     for t in (tmp_key, tmp_cert):
         t.unlink(missing_ok=True)

@@ -43,6 +43,16 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+def collect(ctx: Context, module: str, version: str, kver: str, arch: str) -> list[tree.Entry]:
+    """The entries status would print, with broken ones reported on stderr as it does."""
+    entries = tree.status_entries(ctx.layout, module, version, kver, arch)
+    for e in entries:
+        if e.state is tree.State.broken:
+            ctx.console.error(f"{e.module}/{e.version}: Missing the module source directory or the symbolic "
+                              "link pointing to it.", "Manual intervention is required!")
+    return entries
+
+
 def status_lines(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
     console = ctx.console
     for e in tree.status_entries(ctx.layout, module, version, kver, arch):

@@ -1,0 +1,73 @@
+"""The plugin contract: every hook dkms-hooks calls, grouped by the phase that calls it.
+
+Adapters (kernel-install, pacman, APT, RPM, Gentoo) and third-party plugins implement
+these with ``@dkms_hooks.hookimpl``. Hooks marked firstresult stop at the first plugin
+that returns something other than None; return None to decline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from dkms_hooks.events import Event
+    from dkms_hooks.paths import Layout
+
+_spec = pluggy.HookspecMarker("dkms_hooks")
+
+
+# --- events: turning a host's call into work ------------------------------------------
+@_spec(firstresult=True)
+def dkms_parse_event(source: str, argv: Sequence[str], env: Mapping[str, str], stdin_text: str) -> Event | None:
+    """Called when a host hook runs ``dkms event SOURCE ...``.
+
+    :param source: the host that called (``kernel-install``, ``pacman``, ``apt``...).
+    :param argv: the arguments the host passed to its hook.
+    :param env: the hook's environment.
+    :param stdin_text: what the host wrote on standard input (pacman's targets, RPM's paths).
+    :returns: the event, or None when ``source`` is not this plugin's host.
+
+    Stops at first non-None result.
+
+    Use in adapters: parse only; never build or install here.
+    """
+
+
+# --- install: distribution policy --------------------------------------------------------
+@_spec(firstresult=True)
+def dkms_dest_module_location(distro: str, declared: str) -> str | None:
+    """Where this distribution installs DKMS modules, overriding DEST_MODULE_LOCATION.
+
+    :param distro: the distribution family from os-release (``debian``, ``fedora``...).
+    :param declared: DEST_MODULE_LOCATION as the dkms.conf wrote it.
+    :returns: a location starting with ``/``, or None to leave the decision to others.
+
+    Stops at first non-None result.
+    """
+
+
+@_spec
+def dkms_module_installed(module: str, version: str, kver: str, arch: str, layout: Layout) -> None:
+    """Called after a module was installed for a kernel (before depmod of the batch).
+
+    Use in adapters: note the kernel for a later initramfs regeneration.
+    """
+
+
+@_spec
+def dkms_module_removed(module: str, version: str, kver: str, arch: str, layout: Layout) -> None:
+    """Called after a module was uninstalled from a kernel."""
+
+
+# --- initramfs ---------------------------------------------------------------------------
+@_spec(firstresult=True)
+def dkms_regenerate_initramfs(kver: str, layout: Layout) -> bool | None:
+    """Regenerate the initramfs of ``kver`` once at the end of a transaction.
+
+    :returns: True when handled (kernel-install's later plugins count as handling it),
+        None to decline.
+
+    Stops at first non-None result.
+    """
