@@ -67,9 +67,8 @@ def add_module(ctx: Context, module: str = "", version: str = "") -> None:
     if module:
         o.module, o.version = module, version
     elif o.archive and not o.module and not o.version:
-        from dkms_hooks import tarball
-
-        tarball.load_tarball(ctx)
+        # loading tarballs (ldtarball) comes with the rest of the drop-in verbs
+        raise DkmsError(1, f"Loading {o.archive} as a DKMS tarball is not supported by this dkms yet.")
     elif o.try_source_tree and not o.module and not o.version:
         add_source_tree(ctx, o.try_source_tree)
     check_module_args(ctx, "add")

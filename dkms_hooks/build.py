@@ -226,7 +226,7 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
             if versions:
                 from dkms_hooks.kernel import version_sort_key
 
-                newest = sorted(versions, key=version_sort_key)[-1]
+                newest = max(versions, key=version_sort_key)
                 (base_dir / f".dep_{dep}").write_text(newest + "\n")
 
 

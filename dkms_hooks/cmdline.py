@@ -16,7 +16,7 @@ ACTIONS = re.compile(
     r"|kernel_(preinst|postinst|prerm)|conf)$"
 )
 _MV = re.compile(r"^([^/]*)/(.*)$")
-_WITH_VALUE = re.compile(r"^[^=]*=(.*)$", re.S)
+_WITH_VALUE = re.compile(r"^[^=]*=(.*)$", re.DOTALL)
 
 USAGE = """Usage: {prog} [action] [options]
   [action]  = {{ add | remove | build | unbuild | install | uninstall | match |

@@ -97,8 +97,9 @@ def run_conf(ctx: Context) -> int:
             out(f"PATCH={p}")
         if conf.build_depends:
             out(f"BUILD_DEPENDS={' '.join(conf.build_depends)}")
-        for k, v in effective["scripts"].items():  # type: ignore[union-attr]
-            out(f"{k}={v}")
+        for k in ("PRE_BUILD", "POST_BUILD", "POST_ADD", "PRE_INSTALL", "POST_INSTALL", "POST_REMOVE"):
+            if conf.scalar(k):
+                out(f"{k}={conf.scalar(k)}")
         for m in conf.modules:
             flags = [] if m.strip else ["no strip"]
             if conf.module_excluded(m.index):

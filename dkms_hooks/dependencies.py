@@ -10,7 +10,7 @@ from dkms_hooks.kernel import version_sort_key
 
 def newest_version(ctx: Context, module: str, kver: str, arch: str) -> str:
     versions = [e.version for e in tree.status_entries(ctx.layout, module, "", kver, arch)]
-    return sorted(versions, key=version_sort_key)[-1] if versions else ""
+    return max(versions, key=version_sort_key) if versions else ""
 
 
 def _dependencies_updated(ctx: Context, module: str, version: str, kver: str, arch: str) -> bool:

@@ -6,7 +6,7 @@ from dkms_hooks import distro, hookimpl
 
 
 @hookimpl(trylast=True)
-def dkms_dest_module_location(distro: str, declared: str) -> str | None:  # noqa: F811
+def dkms_dest_module_location(distro: str, declared: str) -> str | None:
     return _location(distro, declared)
 
 

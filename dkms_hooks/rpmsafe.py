@@ -33,7 +33,7 @@ def write_lock(ctx: Context, module: str, version: str) -> None:
     pid = _rpm_pid()
     import tempfile
 
-    fd, name = tempfile.mkstemp(prefix=f"dkms_rpm_safe_upgrade_lock.{pid}.", dir=ctx.layout.tmp)
+    fd, _name = tempfile.mkstemp(prefix=f"dkms_rpm_safe_upgrade_lock.{pid}.", dir=ctx.layout.tmp)
     with os.fdopen(fd, "w") as f:
         f.write(f"{module}-{version}\n")
         stamp = _start_time(pid)

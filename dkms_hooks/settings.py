@@ -20,11 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-NONSIGNING = (
-    "source_tree dkms_tree install_tree tmp_location verbose symlink_modules autoinstall_all_kernels "
-    "modprobe_on_install parallel_jobs compress_gzip_opts compress_xz_opts compress_zstd_opts "
-    "build_environment post_transaction"
-).split()
+NONSIGNING = ["source_tree", "dkms_tree", "install_tree", "tmp_location", "verbose", "symlink_modules", "autoinstall_all_kernels", "modprobe_on_install", "parallel_jobs", "compress_gzip_opts", "compress_xz_opts", "compress_zstd_opts", "build_environment", "post_transaction"]
 SIGNING = ["sign_file", "mok_signing_key", "mok_certificate", "try_sign_modules"]
 #: upstream sets these before reading framework.conf, so the environment cannot change them
 _RESET = {

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import stat
 from pathlib import Path
 
 import pytest
+from conftest import REPO, SHARED
 
-from conftest import SHARED, REPO
 from dkms_hooks import bashconf, dkmsconf
 from dkms_hooks.kernel import KernelTarget
 

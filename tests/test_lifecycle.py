@@ -3,12 +3,10 @@ checked with the real modinfo."""
 
 from __future__ import annotations
 
-
 import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLE, KERNELS, Sandbox, needs_kernel
 from modsrc import write_module
 
@@ -43,7 +41,7 @@ def test_lifecycle_on_every_kernel(sandbox: Sandbox) -> None:
     for k in KERNELS:
         log = (sandbox.dkms_tree / f"dkms_hooks_example/1.0/{k}/x86_64/log/make.log").read_text()
         assert log.startswith(f"DKMS (dkms-3.4.3) make.log for dkms_hooks_example/1.0 for kernel {k} (x86_64)\n")
-        assert f"# command: make -j" in log and f"KERNELRELEASE={k} -C {sandbox.install_tree}/{k}/build" in log
+        assert "# command: make -j" in log and f"KERNELRELEASE={k} -C {sandbox.install_tree}/{k}/build" in log
         assert "# exit code: 0\n# elapsed time: 00:00:" in log
     assert not (sandbox.dkms_tree / "dkms_hooks_example/1.0/build").exists()
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import Sandbox
+
 from dkms_hooks import settings
 from dkms_hooks.paths import Layout
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLE, KERNELS, Sandbox, needs_kernel
 from modsrc import write_module
 
