@@ -180,6 +180,9 @@ def _ensure_system_skeleton(layout: Layout, parsed: cmdline.Parsed) -> None:
             d.mkdir(mode=0o755, parents=True, exist_ok=True)
         except OSError:
             pass
+    from dkms_hooks import debian
+
+    debian.install_helpers(layout)
 
 
 def _build_context(parsed: cmdline.Parsed, console: Console, env: dict[str, str]) -> Context:
@@ -221,10 +224,11 @@ def _build_context(parsed: cmdline.Parsed, console: Console, env: dict[str, str]
     return ctx
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
+         env: dict[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    console = Console()
-    env = dict(os.environ)
+    console = console if console is not None else Console()
+    env = dict(os.environ) if env is None else env
     parsed = cmdline.parse(args)
     debug = parsed.debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
