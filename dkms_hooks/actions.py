@@ -67,8 +67,9 @@ def add_module(ctx: Context, module: str = "", version: str = "") -> None:
     if module:
         o.module, o.version = module, version
     elif o.archive and not o.module and not o.version:
-        # loading tarballs (ldtarball) comes with the rest of the drop-in verbs
-        raise DkmsError(1, f"Loading {o.archive} as a DKMS tarball is not supported by this dkms yet.")
+        from dkms_hooks import tarball
+
+        tarball.load_tarball(ctx)
     elif o.try_source_tree and not o.module and not o.version:
         add_source_tree(ctx, o.try_source_tree)
     check_module_args(ctx, "add")

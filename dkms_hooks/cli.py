@@ -157,8 +157,23 @@ def dispatch(ctx: Context) -> int:
         _have_one_kernel(ctx, action)
         actions.run_match(ctx)
         return 0
-    if action in ("mktarball", "ldtarball"):
-        raise DkmsError(1, f"The action {action} is not supported by this dkms yet.")
+    if action == "mktarball":
+        from dkms_hooks import tarball
+
+        actions.check_module_args(ctx, action)
+        actions.module_is_broken_and_die(ctx)
+        actions.module_is_added_or_die(ctx)
+        tarball.make_tarball(ctx)
+        return 0
+    if action == "ldtarball":
+        from dkms_hooks import tarball
+
+        if os.geteuid() != 0 and o.force:
+            raise DkmsError(1, "You must be root to use this command with the --force option.")
+        if tarball.load_tarball(ctx):
+            actions.add_module(ctx)
+            return 0
+        return 1
     ctx.console.error(f'Unknown action specified: "{action}"')
     ctx.console.print(cmdline.USAGE.format(prog=sys.argv[0] if sys.argv else "dkms"))
     return 0

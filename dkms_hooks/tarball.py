@@ -1,0 +1,196 @@
+"""mktarball and ldtarball: a module's source and/or built binaries as one archive.
+
+Loading refuses members that would land outside the extraction directory (absolute
+paths, ``..``, links pointing out, devices): tarfile's "data" filter."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from dkms_hooks import actions, run, tree
+from dkms_hooks.context import Context
+from dkms_hooks.errors import DkmsError
+
+
+def make_tarball(ctx: Context) -> None:
+    o = ctx.options
+    lay = ctx.layout
+    module, version = o.module, o.version
+    kver0 = o.kernels[0] if o.kernels else ""
+    arch0 = o.arches[0] if o.arches else ""
+    conf = ctx.read_conf(module, version, kver0, arch0)
+    console = ctx.console
+    with tempfile.TemporaryDirectory(prefix="dkms.", dir=lay.tmp) as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "dkms_main_tree").mkdir()
+        if o.source_only:
+            kernel_list = "source-only"
+        else:
+            parts = []
+            for k, a in zip(o.kernels, o.arches):
+                built = lay.built_dir(module, version, k, a)
+                if not built.is_dir():
+                    raise DkmsError(6, f"No modules built for {k} ({a}).",
+                                    "Modules must already be in the built state before using mktarball.")
+                console.print(f"Marking modules for {k} ({a}) for archiving...")
+                parts.append(f"kernel{k}-{a}")
+                dest = tmp / "dkms_main_tree" / k / a
+                shutil.copytree(built, dest, symlinks=True)
+            kernel_list = "-".join(parts)
+        source_dir = lay.source_link(module, version)
+        if o.binaries_only:
+            console.print("")
+            console.print("Creating tarball structure to specifically accommodate binaries.")
+            bin_dir = tmp / "dkms_binaries_only"
+            bin_dir.mkdir()
+            (bin_dir / "PACKAGE_NAME").write_text(module + "\n")
+            (bin_dir / "PACKAGE_VERSION").write_text(version + "\n")
+            src_conf = Path(o.conf) if o.conf else source_dir / "dkms.conf"
+            if src_conf.is_file():
+                shutil.copy2(src_conf, bin_dir / "dkms.conf")
+        else:
+            console.print("")
+            console.print(f"Marking {source_dir} for archiving...")
+            shutil.copytree(os.path.realpath(source_dir), tmp / "dkms_source_tree", symlinks=True)
+        if len(kernel_list) + 1 > 200:
+            kernel_list = "manykernels"
+        name = f"{module}-{version}-{kernel_list}.dkms.tar.gz"
+        dest_dir = f"{lay.version_dir(module, version)}/tarball/"
+        if o.archive:
+            name = os.path.basename(o.archive)
+            if os.path.dirname(o.archive) and "/" in o.archive:
+                dest_dir = o.archive.rsplit("/", 1)[0]
+        console.print("")
+        console.print(f"Tarball location: {dest_dir}/{name}")
+        try:
+            Path(dest_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DkmsError(9, f"Missing write permissions for {dest_dir}.") from e
+        if not os.access(dest_dir, os.W_OK):
+            raise DkmsError(9, f"Missing write permissions for {dest_dir}.")
+        final = Path(dest_dir) / name
+        # tar -a picks the compression from the name, so the temporary name keeps the suffix
+        partial = final.with_name(f".partial.{name}")
+        res = run.run(["tar", "-C", tmp, "-caf", partial, "."], stderr=run.DEVNULL)
+        if res.returncode != 0:
+            partial.unlink(missing_ok=True)
+            raise DkmsError(6, "Failed to make tarball.")
+        os.replace(partial, final)
+        del conf  # read for its checks (and --directive echo), as upstream does
+
+
+def _open(archive: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(archive, "r:*")
+    except tarfile.ReadError:
+        data = run.run_bytes(["zstd", "-dc", "--", archive])
+        if data is None:
+            raise
+        return tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+
+
+def _refusal(member: tarfile.TarInfo) -> str | None:
+    name = member.name
+    parts = Path(name).parts
+    if name.startswith("/") or ".." in parts:
+        return f"member {name!r} points outside the archive"
+    if member.issym() or member.islnk():
+        target = member.linkname
+        base = Path(name).parent if member.issym() else Path()
+        if target.startswith("/") or ".." in (base / target).parts:
+            return f"link {name!r} -> {target!r} points outside the archive"
+    if member.isdev() or member.isfifo():
+        return f"member {name!r} is a device or fifo"
+    return None
+
+
+def _extract(ctx: Context, archive: Path, dest: Path) -> None:
+    try:
+        with _open(archive) as tf:
+            for member in tf.getmembers():
+                why = _refusal(member)
+                if why:
+                    raise DkmsError(3, f"Tarball {archive} cannot be unpacked safely: {why}.")
+            tf.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as e:
+        raise DkmsError(3, f"Tarball {archive} cannot be unpacked safely: {e}") from e
+
+
+def load_tarball(ctx: Context) -> bool:
+    """Upstream's load_tarball. Returns False for a binaries-only tarball whose source is
+    not on this system (then nothing more is added)."""
+    o = ctx.options
+    lay = ctx.layout
+    console = ctx.console
+    archive = Path(o.archive)
+    if not o.archive or not archive.exists():
+        raise DkmsError(2, f"{o.archive} does not exist.")
+    if o.archive.endswith(".rpm"):
+        if run.run(["rpm", "-Uvh", archive], stdout=None).returncode == 0:
+            from dkms_hooks import autoinstall
+
+            autoinstall.autoinstall(ctx)
+            return False
+        raise DkmsError(9, f"Unable to install {o.archive} using rpm.",
+                        "Check to ensure that your system can install .rpm files.")
+    with tempfile.TemporaryDirectory(prefix="dkms.", dir=lay.tmp) as tmp_name:
+        tmp = Path(tmp_name)
+        _extract(ctx, archive, tmp)
+        if not (tmp / "dkms_main_tree").is_dir():
+            confs = sorted(tmp.rglob("dkms.conf"))
+            if not confs:
+                raise DkmsError(3, "Tarball does not appear to be a correctly formed DKMS archive. "
+                                   "No dkms.conf found within it.")
+            actions.add_source_tree(ctx, os.fspath(confs[0].parent))
+            return True
+        found = ""
+        name = version = ""
+        for loc in ("dkms_source_tree", "dkms_binaries_only"):
+            conf_path = tmp / loc / "dkms.conf"
+            if not conf_path.is_file():
+                continue
+            conf = ctx.read_conf(o.module, o.version, o.kernels[0] if o.kernels else "",
+                                 o.arches[0] if o.arches else "", os.fspath(conf_path))
+            name, version = conf.scalar("PACKAGE_NAME"), conf.scalar("PACKAGE_VERSION")
+            if not (name and version):
+                console.eprint("")
+                console.eprint("Malformed dkms.conf, refusing to load.")
+                continue
+            if tree.is_added(lay, name, version) and not o.force:
+                raise DkmsError(8, f"{name}/{version} is already added!", "Aborting.")
+            found = loc
+            break
+        if not found:
+            raise DkmsError(7, "No valid dkms.conf in dkms_source_tree or dkms_binaries_only.",
+                            f"{o.archive} is not a valid DKMS tarball.")
+        o.module, o.version = name, version
+        console.print("")
+        console.print(f"Loading tarball for {name}/{version}")
+        if found == "dkms_source_tree":
+            actions.add_source_tree(ctx, os.fspath(tmp / "dkms_source_tree"))
+        elif not lay.source_dir(name, version).is_dir():
+            source_dir = lay.source_link(name, version)
+            console.print(f"Creating {source_dir}")
+            source_dir.mkdir(parents=True, exist_ok=True)
+            console.print(f"Copying dkms.conf to {source_dir} ...")
+            shutil.copy2(tmp / "dkms_binaries_only/dkms.conf", source_dir / "dkms.conf")
+        for kdir in sorted((tmp / "dkms_main_tree").iterdir()):
+            for adir in sorted(kdir.iterdir()) if kdir.is_dir() else []:
+                if not adir.is_dir():
+                    continue
+                dest = lay.built_dir(name, version, kdir.name, adir.name)
+                if dest.is_dir() and not o.force:
+                    console.warn(f"{dest} already exists. Skipping...")
+                    continue
+                console.print(f"Loading {dest}...")
+                staging = dest.with_name(f".{dest.name}.loading")
+                shutil.rmtree(staging, ignore_errors=True)
+                shutil.copytree(adir, staging, symlinks=True)
+                shutil.rmtree(dest, ignore_errors=True)
+                os.rename(staging, dest)
+        return found != "dkms_binaries_only" or lay.source_dir(name, version).is_dir()
