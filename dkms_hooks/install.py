@@ -280,10 +280,13 @@ def weak_modules(ctx: Context, conf: ModuleConf, module: str, kver: str, arch: s
     """RHEL and SUSE keep kABI-compatible modules linked into other kernels."""
     if conf.no_weak_modules or ctx.env.get("NO_WEAK_MODULES"):
         return
+    root = ctx.layout.sysroot
     if ctx.distro.startswith("rhel"):
-        tool = ["/usr/sbin/weak-modules", "--no-initramfs", "--add-modules" if add else "--remove-modules"]
+        tool = [os.fspath(root / "usr/sbin/weak-modules"), "--no-initramfs",
+                "--add-modules" if add else "--remove-modules"]
     elif ctx.distro.startswith(("sles", "suse", "opensuse")):
-        tool = ["/usr/lib/module-init-tools/weak-modules2",
+        # upstream passes a literal "${kernelver}" here by a slip; the kernel is what the tool wants
+        tool = [os.fspath(root / "usr/lib/module-init-tools/weak-modules2"),
                 "--add-kernel-modules" if add else "--remove-kernel-modules", kver]
     else:
         return
@@ -298,6 +301,9 @@ def weak_modules(ctx: Context, conf: ModuleConf, module: str, kver: str, arch: s
         p = compressed_or_uncompressed(Path(f"{ctx.layout.install_tree}/{kver}{loc}"), m.dest_name,
                                        compression)
         listed.append(os.fspath(p) if p else "")
+    if not os.access(tool[0], os.X_OK):
+        ctx.console.warn(f"{tool[0]} not found, kABI-compatible kernels are not linked.")
+        return
     run.run(tool, input="\n".join(listed) + "\n", stdout=None)
 
 

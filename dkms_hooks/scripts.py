@@ -45,6 +45,6 @@ def run_script(
         return 0
     ctx.console.print(f"Running the {kind} script:")
     # upstream execs the unquoted string: split on blanks, no further shell evaluation
-    res = run.run(command.split(), cwd=run_dir,
-                  env=ctx.build_env(), stdout=None)
+    # PWD keeps the logical path a shell's `cd` would give (the source dir is a symlink)
+    res = run.run(command.split(), cwd=run_dir, env={**ctx.build_env(), "PWD": str(run_dir)}, stdout=None)
     return res.returncode
