@@ -83,3 +83,26 @@ def test_helpers_are_installed_but_never_over_another_dkms(tmp_path) -> None:  #
     assert foreign.read_text() == "#!/bin/sh\necho upstream\n"
     shim = (tmp_path / "usr/lib/dkms/dkms_autoinstaller").read_text()
     assert "-m dkms_hooks.debian dkms_autoinstaller" in shim
+
+
+@pytest.mark.kernel
+@needs_kernel
+@pytest.mark.skipif(len(KERNELS) < 2, reason="needs headers for two kernels")
+@pytest.mark.parametrize("keep_going", [True, False])
+def test_common_postinst_continue_on_error(sandbox: Sandbox, keep_going: bool) -> None:
+    from modsrc import write_module
+
+    for k in KERNELS:
+        sandbox.add_kernel(k)
+    write_module(sandbox.source_tree, "fails", extra_c="#error broken on purpose")
+    (sandbox.etc / "framework.conf.d/all.conf").write_text(
+        "autoinstall_all_kernels=1\n" + ("" if keep_going else "continue_on_error=false\n"))
+    res = helper(sandbox, "common.postinst", "fails", "1.0", "", "", "")
+    assert res.returncode == 10
+    tried = [k for k in KERNELS if f"Building initial module fails/1.0 for {k}" in res.stdout]
+    if keep_going:
+        assert tried == KERNELS
+        assert res.stdout.endswith("Builds for the following kernel(s) failed: " + " ".join(KERNELS) + "\n")
+    else:
+        assert tried == KERNELS[:1]
+        assert "Builds for the following kernel(s) failed" not in res.stdout

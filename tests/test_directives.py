@@ -272,3 +272,60 @@ def test_rpm_safe_upgrade_keeps_the_new_add(sandbox: Sandbox) -> None:
     assert res.returncode == 0, res.stderr
     assert "Remove cancelled because --rpm_safe_upgrade scenario detected." in res.stderr
     assert sandbox.dkms("status").stdout == "rpmsafe/1.0: added\n"
+
+
+def test_build_exclusive_config_and_no_weak_modules(sandbox: Sandbox, k: str) -> None:
+    write_module(sandbox.source_tree, "needcfg", conf=conf_of("needcfg", 'BUILD_EXCLUSIVE_CONFIG="CONFIG_NOPE_NOT_SET"'))
+    assert sandbox.dkms("build", "needcfg/1.0", "-k", k).returncode == 77
+    write_module(sandbox.source_tree, "hascfg", conf=conf_of("hascfg", 'BUILD_EXCLUSIVE_CONFIG="CONFIG_MODULES !CONFIG_NOPE"'))
+    sandbox.dkms("build", "hascfg/1.0", "-k", k, check=True)
+    assert built_ko(sandbox, "hascfg", k).is_file()
+    (sandbox.root / "etc/os-release").write_text('ID="rhel"\n')
+    write_module(sandbox.source_tree, "noweak", conf=conf_of("noweak", 'NO_WEAK_MODULES="yes"'))
+    res = sandbox.dkms("install", "noweak/1.0", "-k", k, check=True)
+    assert "linked weak modules" not in res.output and "weak-modules" not in res.output
+
+
+def test_circular_build_depends_fail_autoinstall(sandbox: Sandbox, k: str) -> None:
+    write_module(sandbox.source_tree, "chicken", conf=conf_of("chicken", 'BUILD_DEPENDS[0]="egg"'))
+    write_module(sandbox.source_tree, "egg", conf=conf_of("egg", 'BUILD_DEPENDS[0]="chicken"'))
+    for m in ("chicken", "egg"):
+        sandbox.dkms("add", f"{m}/1.0", check=True)
+    res = sandbox.dkms("autoinstall", "-k", k)
+    assert res.returncode == 11
+    assert "chicken/1.0 autoinstall failed due to missing dependencies: egg.\n" in res.stdout
+    assert "egg/1.0 autoinstall failed due to missing dependencies: chicken.\n" in res.stdout
+
+
+def test_mok_paths_may_name_the_kernel(sandbox: Sandbox, k: str) -> None:
+    (sandbox.etc / "framework.conf").write_text(
+        f'mok_signing_key="{sandbox.root}/keys-$kernelver/key"\nmok_certificate="{sandbox.root}/keys-$kernelver/cert"\n')
+    (sandbox.root / f"keys-{k}").mkdir()
+    write_module(sandbox.source_tree, "perkernel")
+    res = sandbox.dkms("build", "perkernel/1.0", "-k", k, check=True)
+    assert f"Signing key: {sandbox.root}/keys-{k}/key\n" in res.stdout
+    ko = built_ko(sandbox, "perkernel", k)
+    info = subprocess.run(["modinfo", str(ko)], capture_output=True, text=True).stdout
+    assert "signer:         DKMS module signing key" in info and "sig_hashalgo:   sha256" in info
+
+
+def test_modprobe_on_install_for_the_running_kernel(sandbox: Sandbox) -> None:
+    """The running kernel cannot load a test module here: modprobe and systemctl are stand-ins
+    that record their calls."""
+    import os
+
+    running = os.uname().release
+    kdir = sandbox.install_tree / running
+    kdir.mkdir(parents=True)
+    (kdir / "build").symlink_to(f"/lib/modules/{KERNELS[0]}/build")
+    fakebin = sandbox.root / "fakebin"
+    fakebin.mkdir()
+    for tool in ("modprobe", "systemctl"):
+        (fakebin / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{sandbox.root}/calls.log"\n')
+        (fakebin / tool).chmod(0o755)
+    write_module(sandbox.source_tree, "probe")
+    env = {"PATH": f"{fakebin}:{sandbox.env['PATH']}"}
+    sandbox.dkms("install", "probe/1.0", "-k", running, "--modprobe-on-install", env=env, check=True)
+    calls = (sandbox.root / "calls.log").read_text() if (sandbox.root / "calls.log").exists() else ""
+    has_devices = any(Path("/sys/devices").rglob("modalias"))
+    assert calls.startswith("modprobe -a -b -q ") == has_devices

@@ -113,3 +113,27 @@ def test_ldtarball_plain_source_archive(sandbox: Sandbox, tmp_path: Path) -> Non
     assert sandbox.dkms("status").stdout == "dkms_hooks_example/1.0: added\n"
     res = sandbox.dkms("ldtarball", "--archive", str(tmp_path / "none.tar.gz"))
     assert (res.returncode, res.stderr) == (2, f"\nError! {tmp_path}/none.tar.gz does not exist.\n")
+
+
+@pytest.mark.kernel
+@needs_kernel
+def test_ldtarball_binaries_only(sandbox: Sandbox, tmp_path: Path) -> None:
+    k = KERNELS[0]
+    sandbox.add_kernel(k)
+    sandbox.add_source(EXAMPLE)
+    sandbox.dkms("build", "dkms_hooks_example/1.0", "-k", k, check=True)
+    archive = tmp_path / "bin.dkms.tar.gz"
+    sandbox.dkms("mktarball", "dkms_hooks_example/1.0", "-k", k, "--binaries-only", f"--archive={archive}",
+                 check=True)
+    import shutil
+
+    sandbox.dkms("remove", "dkms_hooks_example/1.0", "--all", check=True)
+    shutil.rmtree(sandbox.source_tree / "dkms_hooks_example-1.0")
+    res = sandbox.dkms("ldtarball", str(archive))
+    # as upstream: the binaries are loaded, but without source nothing is "added", so the verb reports 1
+    assert res.returncode == 1
+    source = sandbox.dkms_tree / "dkms_hooks_example/1.0/source"
+    assert f"Creating {source}\nCopying dkms.conf to {source} ...\n" in res.stdout
+    assert (source / "dkms.conf").is_file() and not source.is_symlink()
+    sandbox.dkms("install", "dkms_hooks_example/1.0", "-k", k, check=True)
+    assert list((sandbox.install_tree / k / "updates/dkms").glob("dkms_hooks_example.ko*"))
