@@ -124,8 +124,31 @@ class KernelTarget:
         kconfig = self.kconfig()
         for key, comp in _KCONFIG_COMPRESSION.items():
             if kconfig.get(key) == "y":
-                return comp
+                # a module kmod cannot decompress could not be loaded: stay uncompressed then
+                return comp if kmod_can_read(comp) else Compression.none
         return Compression.none
+
+
+_KMOD_FEATURE = {Compression.gzip: "ZLIB", Compression.xz: "XZ", Compression.zstd: "ZSTD"}
+
+
+@functools.lru_cache(maxsize=1)
+def _kmod_features() -> frozenset[str] | None:
+    from dkms_hooks import run
+
+    try:
+        res = run.run(["kmod", "--version"])
+    except run.ToolMissing:
+        return None
+    return frozenset(w[1:] for w in res.stdout.split() if w.startswith("+"))
+
+
+def kmod_can_read(comp: Compression) -> bool:
+    """Whether this host's kmod reads modules compressed this way (unknown counts as yes)."""
+    if comp is Compression.none:
+        return True
+    features = _kmod_features()
+    return features is None or _KMOD_FEATURE[comp] in features
 
 
 def _compression_of_tree(tree: Path) -> Compression | None:

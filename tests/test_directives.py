@@ -108,6 +108,20 @@ def test_build_depends_rebuild_after_dependency_update(sandbox: Sandbox, k: str)
     assert dep.read_text() == "2.0\n"
 
 
+@pytest.mark.parametrize("directive", ["BUILD_EXCLUSIVE_KERNEL_MIN=99.0", "BUILD_EXCLUSIVE_KERNEL_MAX=2.6",
+                                       "BUILD_EXCLUSIVE_ARCH=aarch64", "CLEAN=make-clean"])
+def test_exclusive_bounds_on_a_real_module(sandbox: Sandbox, k: str, directive: str) -> None:
+    write_module(sandbox.source_tree, "bound", conf=conf_of("bound", directive))
+    res = sandbox.dkms("build", "bound/1.0", "-k", k)
+    if directive.startswith("CLEAN"):
+        assert res.returncode == 0
+        assert f"Deprecated feature: CLEAN ({sandbox.source_tree}/bound-1.0/dkms.conf)\n" in res.stderr
+        assert built_ko(sandbox, "bound", k).is_file()
+    else:
+        assert res.returncode == 77
+        assert not (sandbox.dkms_tree / f"bound/1.0/{k}").exists()
+
+
 def test_obsolete_by_skips_newer_kernels(sandbox: Sandbox, k: str) -> None:
     write_module(sandbox.source_tree, "obs", conf=conf_of("obs", 'OBSOLETE_BY="5.0"'))
     res = sandbox.dkms("build", "obs/1.0", "-k", k)
@@ -222,17 +236,23 @@ def test_try_sign_modules_false_and_generate_mok(sandbox: Sandbox, k: str) -> No
     assert "CN = DKMS module signing key" in text and "Code Signing" in text
 
 
-def test_weak_modules_on_rhel(sandbox: Sandbox, k: str) -> None:
-    (sandbox.root / "etc/os-release").write_text('ID="rhel"\n')
-    tool = sandbox.root / "usr/sbin/weak-modules"
+@pytest.mark.parametrize(("os_id", "tool_path", "dest", "args"), [
+    ("rhel", "usr/sbin/weak-modules", "extra", "--no-initramfs --add-modules"),
+    ("opensuse-leap", "usr/lib/module-init-tools/weak-modules2", "updates", "--add-kernel-modules {k}"),
+])
+def test_weak_modules(sandbox: Sandbox, k: str, os_id: str, tool_path: str, dest: str, args: str) -> None:
+    (sandbox.root / "etc/os-release").write_text(f'ID="{os_id}"\n')
+    tool = sandbox.root / tool_path
     tool.parent.mkdir(parents=True)
     tool.write_text('#!/bin/sh\n{ echo "$@"; cat; } >> "$(dirname "$0")/weak.log"\n')
     tool.chmod(0o755)
     write_module(sandbox.source_tree, "weak")
     res = sandbox.dkms("install", "weak/1.0", "-k", k, check=True)
     assert "Adding linked weak modules...\n" in res.stdout
-    ko = next((sandbox.install_tree / k / "extra").glob("weak.ko*"))
-    assert (tool.parent / "weak.log").read_text() == f"--no-initramfs --add-modules\n{ko}\n"
+    ko = next((sandbox.install_tree / k / dest).glob("weak.ko*"))
+    assert (tool.parent / "weak.log").read_text() == f"{args.format(k=k)}\n{ko}\n"
+    res = sandbox.dkms("uninstall", "weak/1.0", "-k", k, check=True)
+    assert "Removing linked weak modules...\n" in res.stdout
 
 
 def test_build_environment_and_pkcs11_key(sandbox: Sandbox, k: str) -> None:

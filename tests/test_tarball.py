@@ -58,6 +58,12 @@ def test_mktarball_and_ldtarball_round_trip(sandbox: Sandbox, tmp_path: Path) ->
     assert sandbox.dkms("status").stdout == f"dkms_hooks_example/1.0, {k}, x86_64: built\n"
     res = sandbox.dkms("ldtarball", str(copy))
     assert (res.returncode, res.stderr) == (8, "\nError! dkms_hooks_example/1.0 is already added!\nAborting.\n")
+    # --force reloads the binaries over the existing ones (and then, as upstream, refuses the second add)
+    built = next((sandbox.dkms_tree / f"dkms_hooks_example/1.0/{k}/x86_64/module").glob("*.ko*"))
+    built.write_bytes(b"damaged")
+    res = sandbox.dkms("ldtarball", str(copy), "--force")
+    assert f"Loading {sandbox.dkms_tree}/dkms_hooks_example/1.0/{k}/x86_64...\n" in res.stdout
+    assert built.read_bytes() != b"damaged"
 
 
 def test_mktarball_needs_built_modules(sandbox: Sandbox) -> None:
