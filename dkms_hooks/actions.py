@@ -254,6 +254,7 @@ def remove_module(ctx: Context) -> None:
     if not others:
         ctx.console.print(f"Deleting module {o.module}/{o.version} completely from the DKMS tree.")
         shutil.rmtree(vdir, ignore_errors=True)
+        shutil.rmtree(lay.failed_logs(o.module, o.version), ignore_errors=True)
     mdir = lay.module_dir(o.module)
     if mdir.is_dir() and not any(mdir.iterdir()):
         shutil.rmtree(mdir, ignore_errors=True)

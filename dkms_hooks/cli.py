@@ -23,10 +23,15 @@ _MUTATING = {"add", "build", "install", "uninstall", "unbuild", "remove", "autoi
 
 
 def _layout_from_env(env: dict[str, str]) -> Layout:
-    # DKMS_HOOKS_SYSROOT points /etc/dkms, os-release and /boot at another root (image
-    # builds, and tests that must not read the host's configuration).
-    sysroot = Path(env.get("DKMS_HOOKS_SYSROOT", "/"))
-    return Layout(sysroot=sysroot, tmp=Path(env.get("TMPDIR") or "/tmp"))
+    """DKMS_HOOKS_SYSROOT (or dpkg's DPKG_ROOT, when dpkg runs maintainer scripts outside a
+    chroot) names another root: its /etc/dkms, os-release and /boot are read, and the trees
+    default to the ones inside it. For image builds, and tests that must not touch the host."""
+    sysroot = Path(env.get("DKMS_HOOKS_SYSROOT") or env.get("DPKG_ROOT") or "/")
+    tmp = Path(env.get("TMPDIR") or "/tmp")
+    if sysroot == Path("/"):
+        return Layout(sysroot=sysroot, tmp=tmp)
+    return Layout(dkms_tree=sysroot / "var/lib/dkms", source_tree=sysroot / "usr/src",
+                  install_tree=sysroot / "lib/modules", sysroot=sysroot, tmp=tmp)
 
 
 def _have_one_kernel(ctx: Context, action: str) -> None:
@@ -239,11 +244,41 @@ def _build_context(parsed: cmdline.Parsed, console: Console, env: dict[str, str]
     return ctx
 
 
+def _split_event(args: list[str]) -> tuple[list[str], list[str]] | None:
+    """``[--option=value...] event SOURCE ARGS...``: the options, and what follows ``event``."""
+    for i, a in enumerate(args):
+        if a == "event":
+            return args[:i], args[i + 1:]
+        if not a.startswith("-"):
+            return None
+    return None
+
+
+def run_event(ctx: Context, event_args: list[str]) -> int:
+    from dkms_hooks import engine, plugins
+
+    if not event_args:
+        raise DkmsError(2, "Usage: dkms event SOURCE [ARGS...]")
+    source, argv = event_args[0], event_args[1:]
+    pm = plugins.get_plugin_manager()
+    event = pm.hook.dkms_parse_event(source=source, argv=argv, env=ctx.env, stdin=sys.stdin, layout=ctx.layout)
+    if event is None:
+        raise DkmsError(2, f"No adapter handles events from {source!r}.")
+    if not ctx.options.arches:
+        ctx.options.arches.append(distro.machine_arch())
+    with locking.tree_lock(ctx):
+        return engine.handle(ctx, event, pm)
+
+
 def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
          env: dict[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     console = console if console is not None else Console()
     env = dict(os.environ) if env is None else env
+    split = _split_event(args)
+    event_args: list[str] | None = None
+    if split is not None:
+        args, event_args = split
     parsed = cmdline.parse(args)
     debug = parsed.debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
@@ -265,6 +300,8 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
             console.print(cmdline.USAGE.format(prog=sys.argv[0] if sys.argv else "dkms"))
             return 0
         ctx = _build_context(parsed, console, env)
+        if event_args is not None:
+            return run_event(ctx, event_args)
         if parsed.show_version:
             console.print(UPSTREAM_RELEASE)
             return 0

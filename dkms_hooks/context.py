@@ -75,6 +75,17 @@ class Context:
     signing: Signing | None = None
     #: --directive names, exported to the environment of builds as upstream does
     exported: dict[str, str] = field(default_factory=dict)
+    #: in an event transaction: kernels whose depmod waits for the end (None: run it at once)
+    depmod_batch: set[str] | None = None
+    #: in an event transaction: module file names installed or removed, per kernel
+    changed: dict[str, set[str]] = field(default_factory=dict)
+    #: kernels for which a changed module asked for a new initramfs (REMAKE_INITRD=yes)
+    remake_initrd: set[str] = field(default_factory=set)
+
+    def note_change(self, kver: str, names: list[str], *, remake_initrd: bool = False) -> None:
+        self.changed.setdefault(kver, set()).update(names)
+        if remake_initrd:
+            self.remake_initrd.add(kver)
 
     @contextlib.contextmanager
     def subshell(self) -> Iterator[None]:

@@ -7,7 +7,7 @@ that returns something other than None; return None to decline."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import pluggy
 
@@ -20,13 +20,16 @@ _spec = pluggy.HookspecMarker("dkms_hooks")
 
 # --- events: turning a host's call into work ------------------------------------------
 @_spec(firstresult=True)
-def dkms_parse_event(source: str, argv: Sequence[str], env: Mapping[str, str], stdin_text: str) -> Event | None:
+def dkms_parse_event(source: str, argv: Sequence[str], env: Mapping[str, str], stdin: TextIO,
+                     layout: Layout) -> Event | None:
     """Called when a host hook runs ``dkms event SOURCE ...``.
 
     :param source: the host that called (``kernel-install``, ``pacman``, ``apt``...).
     :param argv: the arguments the host passed to its hook.
     :param env: the hook's environment.
-    :param stdin_text: what the host wrote on standard input (pacman's targets, RPM's paths).
+    :param stdin: the hook's standard input; read it only if the host writes there
+        (pacman's NeedsTargets, RPM's file triggers), or the read may never end.
+    :param layout: the trees, for adapters that rescan them (dpkg's file trigger).
     :returns: the event, or None when ``source`` is not this plugin's host.
 
     Stops at first non-None result.
@@ -61,13 +64,42 @@ def dkms_module_removed(module: str, version: str, kver: str, arch: str, layout:
     """Called after a module was uninstalled from a kernel."""
 
 
+@_spec(firstresult=True)
+def dkms_headers_hint(kver: str, distro: str) -> str | None:
+    """The package that provides headers for ``kver`` on this distribution, for the hint
+    printed when they are missing.
+
+    Stops at first non-None result.
+    """
+
+
 # --- initramfs ---------------------------------------------------------------------------
 @_spec(firstresult=True)
-def dkms_regenerate_initramfs(kver: str, layout: Layout) -> bool | None:
-    """Regenerate the initramfs of ``kver`` once at the end of a transaction.
+def dkms_initramfs_tool(layout: Layout, configured: str) -> str | None:
+    """Which initramfs generator this host uses (``update-initramfs``, ``dracut``,
+    ``mkinitcpio``, ``booster``), or ``none``.
 
-    :returns: True when handled (kernel-install's later plugins count as handling it),
-        None to decline.
+    :param configured: the ``initramfs`` setting of dkms-hooks.toml (``auto`` to detect).
+
+    Stops at first non-None result.
+    """
+
+
+@_spec(firstresult=True)
+def dkms_initramfs_contains(tool: str, kver: str, names: Sequence[str], layout: Layout) -> bool | None:
+    """Whether the current initramfs of ``kver`` contains one of the modules ``names``.
+
+    :returns: True or False, or None when this plugin cannot tell.
+
+    Stops at first non-None result.
+    """
+
+
+@_spec(firstresult=True)
+def dkms_regenerate_initramfs(tool: str, kver: str, layout: Layout) -> bool | None:
+    """Regenerate the initramfs of ``kver``, called at most once per kernel per transaction.
+
+    :returns: True when it succeeded, False when it failed, None to decline.
 
     Stops at first non-None result.
     """

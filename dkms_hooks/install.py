@@ -249,7 +249,13 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
 
     weak_modules(ctx, conf, module, kver, arch, add=True)
     scripts.run_script(ctx, "post_install", conf.script("POST_INSTALL"), module, version)
-    rc = steps.invoke_python(ctx, f"do_depmod {kver}", "Running depmod", lambda: depmod.do_depmod(ctx, kver))
+    ctx.note_change(kver, [m.dest_name for m in wanted], remake_initrd=conf.scalar("REMAKE_INITRD")[:1] in "yY"
+                    and bool(conf.scalar("REMAKE_INITRD")))
+    if ctx.depmod_batch is not None:
+        ctx.depmod_batch.add(kver)
+        rc = 0
+    else:
+        rc = steps.invoke_python(ctx, f"do_depmod {kver}", "Running depmod", lambda: depmod.do_depmod(ctx, kver))
     if rc != 0:
         do_uninstall(ctx, module, version, kver, arch)
         raise DkmsError(6, "Problems with depmod detected. Automatically uninstalling this module.",
@@ -363,7 +369,11 @@ def do_uninstall(ctx: Context, module: str, version: str, kver: str, arch: str, 
     else:
         console.print("This module version was INACTIVE for this kernel.")
     scripts.run_script(ctx, "post_remove", conf.script("POST_REMOVE"), module, version)
-    if delayed_depmod:
+    if was_active:
+        ctx.note_change(kver, [m.dest_name for m in conf.modules])
+    if ctx.depmod_batch is not None:
+        ctx.depmod_batch.add(kver)
+    elif delayed_depmod:
         (lay.dkms_tree / f"depmod-pending-{kver}-{arch}").touch()
     else:
         steps.invoke_python(ctx, f"do_depmod {kver}", "Running depmod", lambda: depmod.do_depmod(ctx, kver))

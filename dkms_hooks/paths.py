@@ -96,6 +96,14 @@ class Layout:
         return self.module_dir(module) / "original_module" / kver / arch
 
     @property
+    def hooks_state(self) -> Path:
+        """dkms-hooks' own state in the tree; a dot name, so upstream's globs skip it."""
+        return self.dkms_tree / ".dkms-hooks"
+
+    def failed_logs(self, module: str, version: str) -> Path:
+        return self.hooks_state / "failed" / module / version
+
+    @property
     def mok_key(self) -> Path:
         return self.dkms_tree / "mok.key"
 

@@ -8,9 +8,10 @@ import os
 import pluggy
 
 from dkms_hooks import hookspecs
+from dkms_hooks.adapters import BUILTIN_ADAPTERS
 
-#: built-in adapters, registered in this order
-BUILTIN_PLUGINS: tuple[str, ...] = ("dkms_hooks.policy",)
+#: built-in plugins, registered in this order: distribution policy, initramfs tools, adapters
+BUILTIN_PLUGINS: tuple[str, ...] = ("dkms_hooks.policy", "dkms_hooks.initramfs", *BUILTIN_ADAPTERS)
 ENTRY_POINT_GROUP = "dkms_hooks"
 
 

@@ -95,6 +95,12 @@ class Sandbox:
             raise AssertionError(f"dkms {' '.join(args)} failed with {proc.returncode}:\n{res.output}")
         return res
 
+    def event(self, *args: str, stdin: str = "", env: dict[str, str] | None = None) -> Result:
+        """``dkms event ...`` with the whole sandbox as its root (DKMS_HOOKS_SYSROOT)."""
+        proc = subprocess.run([sys.executable, "-m", "dkms_hooks", "event", *args], input=stdin,
+                              env={**self.env, **(env or {})}, capture_output=True, text=True)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
     def snapshot(self) -> dict[str, str]:
         """Every path under the sandbox with what it is, to prove a failed command changed nothing."""
         out = {}

@@ -1,0 +1,11 @@
+"""Built-in adapters: each turns one host's hook calls into engine events."""
+
+from __future__ import annotations
+
+BUILTIN_ADAPTERS: tuple[str, ...] = (
+    "dkms_hooks.adapters.kernel_install",
+    "dkms_hooks.adapters.apt",
+    "dkms_hooks.adapters.pacman",
+    "dkms_hooks.adapters.rpm",
+    "dkms_hooks.adapters.gentoo",
+)

@@ -1,0 +1,376 @@
+"""One entry for host events. The engine works out the (module, kernel) jobs itself, runs
+each with its failure kept to itself, runs depmod and the initramfs generator at most once
+per kernel, and always ends with a summary of what happened to every job."""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pluggy
+
+from dkms_hooks import actions, autoinstall, depmod, signing, tree
+from dkms_hooks.context import Context
+from dkms_hooks.errors import EXIT_SKIPPED, DkmsError
+from dkms_hooks.events import Event, EventKind
+from dkms_hooks.kernel import version_sort_key
+
+
+class Outcome(enum.StrEnum):
+    installed = "installed"
+    current = "up to date"
+    removed = "removed"
+    added = "added"
+    skipped = "skipped"
+    failed = "failed"
+
+
+@dataclass(frozen=True)
+class Record:
+    module: str
+    version: str
+    kver: str
+    outcome: Outcome
+    reason: str = ""
+    log: str = ""
+    critical: bool = False
+
+
+@dataclass
+class Transaction:
+    records: list[Record] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, record: Record) -> None:
+        self.records.append(record)
+
+    @property
+    def failed_critical(self) -> list[Record]:
+        return [r for r in self.records if r.outcome is Outcome.failed and r.critical]
+
+
+def state_dir(ctx: Context) -> Path:
+    return ctx.layout.hooks_state
+
+
+def failed_log_path(ctx: Context, module: str, version: str, kver: str, arch: str) -> Path:
+    return ctx.layout.failed_logs(module, version) / f"{kver}-{arch}.make.log"
+
+
+def keep_failed_log(ctx: Context, module: str, version: str, kver: str, arch: str) -> Path | None:
+    """A failed build leaves make.log in the module's one build directory, where the next
+    kernel's build overwrites it: keep a copy per kernel."""
+    src = ctx.layout.build_dir(module, version) / "make.log"
+    if not src.is_file():
+        return None
+    dest = failed_log_path(ctx, module, version, kver, arch)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.new")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def kernels_with_headers(ctx: Context) -> list[str]:
+    """Every kernel whose headers are here, newest first (not just the running one, so
+    chroots and image builds work)."""
+    tree_dir = ctx.layout.install_tree
+    try:
+        names = [k for k in os.listdir(tree_dir) if (tree_dir / k / "build/include").is_dir()]
+    except OSError:
+        return []
+    return sorted(names, key=version_sort_key, reverse=True)
+
+
+def _ordered(deps: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """Modules in BUILD_DEPENDS order, and the ones caught in a cycle."""
+    done: list[str] = []
+    pending = dict(deps)
+    while pending:
+        ready = [m for m, d in pending.items() if all(x in done or x not in deps for x in d)]
+        if not ready:
+            return done, sorted(pending)
+        for m in ready:
+            done.append(m)
+            del pending[m]
+    return done, []
+
+
+class Engine:
+    def __init__(self, ctx: Context, pm: pluggy.PluginManager) -> None:
+        self.ctx = ctx
+        self.pm = pm
+        self.tx = Transaction()
+        self.done: set[tuple[str, str, str]] = set()
+        ctx.depmod_batch = set()
+
+    # --- jobs --------------------------------------------------------------------------
+    def _critical(self, module: str) -> bool:
+        return module in self.ctx.hooks.critical_modules
+
+    def _run_job(self, module: str, version: str, kver: str, arch: str) -> None:
+        ctx = self.ctx
+        if (module, version, kver) in self.done:
+            return
+        self.done.add((module, version, kver))
+        ctx.console.print(f"==> {module}/{version} for kernel {kver} ({arch})")
+        if tree.is_installed(ctx.layout, module, version, kver, arch):
+            self.tx.add(Record(module, version, kver, Outcome.current, critical=self._critical(module)))
+            return
+        try:
+            if not tree.is_built(ctx.layout, module, version, kver, arch):
+                # once per kernel for the whole transaction, as upstream's autoinstall does
+                signing.prepare_kernel_and_signing(ctx, kver, arch)
+            with ctx.subshell():
+                actions.maybe_install(ctx, module, version, kver, arch)
+        except DkmsError as e:
+            autoinstall.report(ctx, e)
+            if e.code == EXIT_SKIPPED:
+                self.tx.add(Record(module, version, kver, Outcome.skipped,
+                                   "BUILD_EXCLUSIVE does not match this kernel", critical=self._critical(module)))
+                return
+            log = keep_failed_log(ctx, module, version, kver, arch)
+            self.tx.add(Record(module, version, kver, Outcome.failed, f"exit {e.code}: {e.lines[0] if e.lines else ''}",
+                               os.fspath(log) if log else "", self._critical(module)))
+            return
+        except Exception as e:  # noqa: BLE001 - one module's bug must not stop the others
+            self.tx.add(Record(module, version, kver, Outcome.failed, f"internal error: {e!r}",
+                               critical=self._critical(module)))
+            return
+        self.tx.add(Record(module, version, kver, Outcome.installed, critical=self._critical(module)))
+
+    def _autoinstall_set(self, kver: str, arch: str, only: set[str] | None = None) -> list[tuple[str, str]]:
+        ctx = self.ctx
+        chosen: dict[str, str] = {}
+        deps: dict[str, list[str]] = {}
+        for m, v in autoinstall.latest_versions(ctx):
+            if only is not None and m not in only:
+                continue
+            try:
+                with ctx.subshell():
+                    conf = ctx.read_conf(m, v, kver, arch, str(ctx.layout.source_link(m, v) / "dkms.conf"))
+            except DkmsError as e:
+                self.tx.add(Record(m, v, kver, Outcome.failed, f"invalid dkms.conf (exit {e.code})",
+                                   critical=self._critical(m)))
+                continue
+            if not conf.autoinstall:
+                continue
+            chosen[m] = v
+            deps[m] = conf.build_depends
+        order, cycle = _ordered(deps)
+        for m in cycle:
+            self.tx.add(Record(m, chosen[m], kver, Outcome.failed,
+                               f"circular BUILD_DEPENDS: {' '.join(deps[m])}", critical=self._critical(m)))
+        return [(m, chosen[m]) for m in order]
+
+    def _headers_missing(self, kver: str) -> None:
+        hint = self.pm.hook.dkms_headers_hint(kver=kver, distro=self.ctx.distro)
+        self.tx.notes.append(f"kernel {kver}: no headers at {self.ctx.layout.install_tree}/{kver}/build, nothing "
+                             f"built" + (f" (install {hint})" if hint else ""))
+
+    def install_for_kernels(self, kernels: Iterable[str], only: set[str] | None = None) -> None:
+        arch = self.ctx.options.arches[0] if self.ctx.options.arches else os.uname().machine
+        for kver in kernels:
+            if not (self.ctx.layout.install_tree / kver / "build/include").is_dir():
+                self._headers_missing(kver)
+                continue
+            for m, v in self._autoinstall_set(kver, arch, only):
+                self._run_job(m, v, kver, arch)
+
+    def unbuild_for_kernel(self, kver: str, *, autoinstall_only: bool) -> None:
+        ctx = self.ctx
+        arch = ctx.options.arches[0] if ctx.options.arches else os.uname().machine
+        for m, v in tree.module_versions(ctx.layout):
+            if not tree.is_built(ctx.layout, m, v, kver, arch):
+                continue
+            try:
+                with ctx.subshell():
+                    if autoinstall_only:
+                        conf = ctx.read_conf(m, v, kver, arch, str(ctx.layout.source_link(m, v) / "dkms.conf"))
+                        if not conf.autoinstall:
+                            continue
+                    ctx.console.print(f"==> removing {m}/{v} from kernel {kver} ({arch})")
+                    actions.maybe_uninstall(ctx, m, v, kver, arch)
+                    actions.maybe_unbuild(ctx, m, v, kver, arch)
+            except DkmsError as e:
+                autoinstall.report(ctx, e)
+                self.tx.add(Record(m, v, kver, Outcome.failed, f"exit {e.code}", critical=self._critical(m)))
+                continue
+            self.tx.add(Record(m, v, kver, Outcome.removed))
+
+    def add_sources(self, sources: Iterable[str]) -> set[str]:
+        """Register module sources (name/version, or a directory holding dkms.conf)."""
+        ctx = self.ctx
+        names: set[str] = set()
+        for item in sources:
+            if "/" in item and not item.startswith("/"):
+                m, v = item.split("/", 1)
+            else:
+                res = ctx.read_conf("", "", "", "", os.path.join(item, "dkms.conf"), or_die=False)
+                m, v = res.package_name, res.package_version
+            if not (m and v):
+                continue
+            names.add(m)
+            if tree.is_added(ctx.layout, m, v):
+                continue
+            try:
+                with ctx.subshell():
+                    actions.add_module(ctx, m, v)
+                self.tx.add(Record(m, v, "", Outcome.added))
+            except DkmsError as e:
+                autoinstall.report(ctx, e)
+                self.tx.add(Record(m, v, "", Outcome.failed, f"add failed (exit {e.code})", critical=self._critical(m)))
+        return names
+
+    def remove_sources(self, sources: Iterable[str]) -> None:
+        ctx = self.ctx
+        for item in sources:
+            m, _, v = item.partition("/")
+            versions = [v] if v else [vv for mm, vv in tree.module_versions(ctx.layout, m)]
+            for ver in versions:
+                if not tree.is_added(ctx.layout, m, ver) and not tree.is_broken(ctx.layout, m, ver):
+                    continue
+                ctx.options.module, ctx.options.version = m, ver
+                saved = (list(ctx.options.kernels), list(ctx.options.arches))
+                built = tree.built_entries(ctx.layout, m, ver)
+                ctx.options.kernels = [e.kver for e in built]
+                ctx.options.arches = [e.arch for e in built]
+                try:
+                    with ctx.subshell():
+                        actions.remove_module(ctx)
+                    self.tx.add(Record(m, ver, "", Outcome.removed))
+                except DkmsError as e:
+                    autoinstall.report(ctx, e)
+                    self.tx.add(Record(m, ver, "", Outcome.failed, f"remove failed (exit {e.code})"))
+                finally:
+                    ctx.options.kernels, ctx.options.arches = saved
+
+    # --- the end of a transaction -----------------------------------------------------------
+    def finish(self, *, initramfs_follows: bool) -> int:
+        ctx = self.ctx
+        batch = sorted(ctx.depmod_batch or (), key=version_sort_key, reverse=True)
+        ctx.depmod_batch = None
+        for kver in batch:
+            ctx.console.print(f"Running depmod for {kver}...", end="")
+            rc = depmod.do_depmod(ctx, kver)
+            ctx.console.print(" done." if rc == 0 else f" failed (exit {rc}).")
+            if rc != 0:
+                self.tx.notes.append(f"kernel {kver}: depmod failed with exit {rc}")
+        if not initramfs_follows:
+            self._initramfs()
+        self._summary()
+        return 1 if self.tx.failed_critical else 0
+
+    def _initramfs(self) -> None:
+        ctx = self.ctx
+        kernels = sorted(set(ctx.changed) | ctx.remake_initrd, key=version_sort_key, reverse=True)
+        if not kernels:
+            return
+        tool = self.pm.hook.dkms_initramfs_tool(layout=ctx.layout, configured=ctx.hooks.initramfs)
+        if not tool or tool == "none":
+            return
+        for kver in kernels:
+            names = sorted(ctx.changed.get(kver, ()))
+            if kver not in ctx.remake_initrd:
+                inside = self.pm.hook.dkms_initramfs_contains(tool=tool, kver=kver, names=names, layout=ctx.layout)
+                if not inside:
+                    continue
+            ctx.console.print(f"Regenerating the initramfs of {kver} with {tool}...", end="")
+            ok = self.pm.hook.dkms_regenerate_initramfs(tool=tool, kver=kver, layout=ctx.layout)
+            ctx.console.print(" done." if ok else " failed.")
+            if not ok:
+                self.tx.notes.append(f"kernel {kver}: {tool} failed; the old initramfs is still in place")
+
+    def _summary(self) -> None:
+        out = self.ctx.console.print
+        records = self.tx.records
+        out("")
+        out("dkms-hooks summary:")
+        if not records and not self.tx.notes:
+            out("  nothing to do")
+        for r in records:
+            where = f", {r.kver}" if r.kver else ""
+            line = f"  {r.outcome.value:<10} {r.module}/{r.version}{where}"
+            if r.reason:
+                line += f": {r.reason}"
+            if r.log:
+                line += f" (log: {r.log})"
+            if r.outcome is Outcome.failed:
+                line += " [critical]" if r.critical else " [optional: the transaction goes on]"
+            out(line)
+        for note in self.tx.notes:
+            out(f"  note: {note}")
+        for r in self.tx.failed_critical:
+            self.ctx.console.error(f"critical module {r.module}/{r.version} failed for kernel {r.kver}.")
+
+
+# --- queued work (a package manager transaction in progress) -------------------------------
+def _queue_dir(ctx: Context) -> Path:
+    return state_dir(ctx) / "queue"
+
+
+def enqueue(ctx: Context, event: Event) -> None:
+    q = _queue_dir(ctx)
+    q.mkdir(parents=True, exist_ok=True)
+    data = asdict(event)
+    name = f"{os.getpid()}-{len(list(q.iterdir()))}.json"
+    tmp = q / f".{name}"
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, q / name)
+    ctx.console.print(f"dkms-hooks: {event.kind.value} {' '.join(event.kernels + event.modules)} queued until the end "
+                      "of the package transaction")
+
+
+def take_queue(ctx: Context) -> list[Event]:
+    q = _queue_dir(ctx)
+    if not q.is_dir():
+        return []
+    events = []
+    for f in sorted(q.glob("*.json"), key=lambda p: p.stat().st_mtime):
+        try:
+            d = json.loads(f.read_text())
+            events.append(Event(EventKind(d["kind"]), tuple(d["kernels"]), tuple(d["modules"]), d.get("source", ""),
+                                d.get("initramfs_follows", False), False))
+        except (OSError, ValueError, KeyError):
+            pass
+        f.unlink(missing_ok=True)
+    for d in (q, q.parent):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    return events
+
+
+def handle(ctx: Context, event: Event, pm: pluggy.PluginManager) -> int:
+    if event.kind is EventKind.nothing:
+        return 0
+    if event.defer:
+        enqueue(ctx, event)
+        return 0
+    events = take_queue(ctx) if event.kind is EventKind.flush else [event]
+    if not events:
+        return 0
+    engine = Engine(ctx, pm)
+    follows = all(e.initramfs_follows for e in events)
+    for ev in events:
+        if ev.kind in (EventKind.kernel_added, EventKind.headers_added, EventKind.source_added):
+            names = engine.add_sources(ev.modules) if ev.modules else set()
+            if names:
+                engine.install_for_kernels(kernels_with_headers(ctx), only=names)
+            if ev.kind is not EventKind.source_added:
+                engine.install_for_kernels(list(ev.kernels) or kernels_with_headers(ctx))
+        elif ev.kind is EventKind.kernel_reinstalling:
+            for k in ev.kernels:
+                engine.unbuild_for_kernel(k, autoinstall_only=True)
+        elif ev.kind is EventKind.kernel_removed:
+            for k in ev.kernels:
+                engine.unbuild_for_kernel(k, autoinstall_only=False)
+        elif ev.kind is EventKind.source_removed:
+            engine.remove_sources(ev.modules)
+    return engine.finish(initramfs_follows=follows)

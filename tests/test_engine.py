@@ -1,0 +1,104 @@
+"""The event engine on real headers: jobs for every kernel with headers, failures kept to
+their module, one depmod per kernel, the summary, critical modules, queued work."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import KERNELS, Sandbox, needs_kernel
+from dkms_hooks.engine import _ordered
+from modsrc import write_module
+
+
+def test_dependency_order_and_cycles() -> None:
+    assert _ordered({"a": ["b"], "b": [], "c": ["a", "x"]}) == (["b", "a", "c"], [])
+    assert _ordered({"a": ["b"], "b": ["a"], "c": []}) == (["c"], ["a", "b"])
+
+
+def test_unknown_source_and_nothing_to_do(sandbox: Sandbox) -> None:
+    res = sandbox.event("frobnicator", "x")
+    assert (res.returncode, res.stderr) == (2, "\nError! No adapter handles events from 'frobnicator'.\n")
+    res = sandbox.event("kernel-install", "inspect")
+    assert (res.returncode, res.output) == (0, "")
+
+
+def test_missing_headers_is_a_note_with_the_package_to_install(sandbox: Sandbox) -> None:
+    write_module(sandbox.source_tree, "lonely")
+    sandbox.dkms("add", "lonely/1.0", check=True)
+    res = sandbox.event("apt", "headers-postinst", "9.9.9-1-amd64")
+    assert res.returncode == 0
+    assert ("note: kernel 9.9.9-1-amd64: no headers at "
+            f"{sandbox.install_tree}/9.9.9-1-amd64/build, nothing built (install linux-headers-9.9.9-1-amd64)"
+            in res.stdout)
+
+
+@pytest.mark.kernel
+@needs_kernel
+def test_a_broken_module_never_stops_the_good_one(sandbox: Sandbox) -> None:
+    for k in KERNELS:
+        sandbox.add_kernel(k)
+    write_module(sandbox.source_tree, "good")
+    write_module(sandbox.source_tree, "broken", extra_c="#error broken on purpose")
+    res = sandbox.event("apt", "trigger")
+    assert res.returncode == 0, res.output
+    for k in KERNELS:
+        assert list((sandbox.install_tree / k / "updates/dkms").glob("good.ko*"))
+        assert f"  installed  good/1.0, {k}\n" in res.stdout
+        log = sandbox.dkms_tree / f".dkms-hooks/failed/broken/1.0/{k}-x86_64.make.log"
+        assert (f"  failed     broken/1.0, {k}: exit 10: Bad return status for module build on kernel: {k} (x86_64) "
+                f"(log: {log}) [optional: the transaction goes on]\n" in res.stdout)
+        # each kernel's failure keeps its own log
+        assert f"make.log for broken/1.0 for kernel {k} (x86_64)" in log.read_text()
+        # one depmod per kernel, however many modules changed
+        assert res.stdout.count(f"Running depmod for {k}... done.") == 1
+        assert "good.ko" in (sandbox.install_tree / k / "modules.dep").read_text()
+    assert res.stdout.index("dkms-hooks summary:") > res.stdout.index("Running depmod for")
+    # signing is prepared once per kernel, not once per module
+    assert res.stdout.count("Signing key: ") == len(KERNELS)
+
+
+@pytest.mark.kernel
+@needs_kernel
+def test_critical_module_fails_the_transaction(sandbox: Sandbox) -> None:
+    k = KERNELS[0]
+    sandbox.add_kernel(k)
+    (sandbox.etc / "dkms-hooks.toml").write_text('critical_modules = ["zfsish"]\n')
+    write_module(sandbox.source_tree, "zfsish", extra_c="#error broken on purpose")
+    sandbox.dkms("add", "zfsish/1.0", check=True)
+    res = sandbox.event("kernel-install", "add", k, "/boot/x", "/boot/vmlinuz")
+    assert res.returncode == 1
+    assert f"  failed     zfsish/1.0, {k}: exit 10" in res.stdout and "[critical]" in res.stdout
+    assert res.stderr.endswith(f"Error! critical module zfsish/1.0 failed for kernel {k}.\n")
+
+
+@pytest.mark.kernel
+@needs_kernel
+def test_kernel_removed_unbuilds_everything(sandbox: Sandbox) -> None:
+    k = KERNELS[0]
+    sandbox.add_kernel(k)
+    write_module(sandbox.source_tree, "gone")
+    sandbox.dkms("install", "gone/1.0", "-k", k, check=True)
+    res = sandbox.event("kernel-install", "remove", k, "/boot/entry")
+    assert res.returncode == 0, res.output
+    assert f"  removed    gone/1.0, {k}\n" in res.stdout
+    assert sandbox.dkms("status").stdout == "gone/1.0: added\n"
+    assert not list((sandbox.install_tree / k).rglob("gone.ko*"))
+
+
+@pytest.mark.kernel
+@needs_kernel
+def test_work_queued_inside_apt_runs_once_at_post_invoke(sandbox: Sandbox) -> None:
+    k = KERNELS[0]
+    sandbox.add_kernel(k)
+    write_module(sandbox.source_tree, "queued")
+    inside_apt = {"DPKG_FRONTEND_LOCKED": "1"}
+    res = sandbox.event("apt", "source-configure", "queued", "1.0", env=inside_apt)
+    assert res.stdout == "dkms-hooks: source-added queued/1.0 queued until the end of the package transaction\n"
+    res = sandbox.event("apt", "headers-postinst", k, env=inside_apt)
+    assert sandbox.dkms("status").stdout == ""
+    res = sandbox.event("apt", "post-invoke")
+    assert res.returncode == 0, res.output
+    assert f"  installed  queued/1.0, {k}\n" in res.stdout
+    assert res.stdout.count("==> queued/1.0 for kernel") == 1
+    assert not (sandbox.dkms_tree / ".dkms-hooks").exists()
+    assert sandbox.event("apt", "post-invoke").output == ""
