@@ -96,7 +96,28 @@ def add_module(ctx: Context, module: str = "", version: str = "") -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(source_dir, tmp)
     os.replace(tmp, link)
+    save_conf(ctx, module, version, Path(source_conf))
     scripts.run_script(ctx, "post_add", conf.script("POST_ADD"), module, version)
+
+
+def _prune_empty_parents(path: Path, stop: Path) -> None:
+    while path != stop and stop in path.parents:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
+
+
+def save_conf(ctx: Context, module: str, version: str, conf: Path) -> None:
+    saved = ctx.layout.saved_conf(module, version)
+    try:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        tmp = saved.with_name(".dkms.conf.new")
+        shutil.copyfile(conf, tmp)
+        os.replace(tmp, saved)
+    except OSError:
+        pass
 
 
 def check_root(ctx: Context) -> None:
@@ -254,7 +275,9 @@ def remove_module(ctx: Context) -> None:
     if not others:
         ctx.console.print(f"Deleting module {o.module}/{o.version} completely from the DKMS tree.")
         shutil.rmtree(vdir, ignore_errors=True)
-        shutil.rmtree(lay.failed_logs(o.module, o.version), ignore_errors=True)
+        for own in (lay.failed_logs(o.module, o.version), lay.saved_conf(o.module, o.version).parent):
+            shutil.rmtree(own, ignore_errors=True)
+            _prune_empty_parents(own.parent, lay.dkms_tree)
     mdir = lay.module_dir(o.module)
     if mdir.is_dir() and not any(mdir.iterdir()):
         shutil.rmtree(mdir, ignore_errors=True)

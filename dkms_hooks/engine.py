@@ -236,7 +236,15 @@ class Engine:
                 if not tree.is_added(ctx.layout, m, ver) and not tree.is_broken(ctx.layout, m, ver):
                     continue
                 ctx.options.module, ctx.options.version = m, ver
-                saved = (list(ctx.options.kernels), list(ctx.options.arches))
+                saved = (list(ctx.options.kernels), list(ctx.options.arches), ctx.options.conf)
+                if tree.is_broken(ctx.layout, m, ver):
+                    # its source went away first: uninstall with the dkms.conf kept at add time
+                    copy = ctx.layout.saved_conf(m, ver)
+                    if not copy.is_file():
+                        self.tx.add(Record(m, ver, "", Outcome.failed,
+                                           "source gone and no saved dkms.conf: remove it by hand"))
+                        continue
+                    ctx.options.conf = str(copy)
                 built = tree.built_entries(ctx.layout, m, ver)
                 ctx.options.kernels = [e.kver for e in built]
                 ctx.options.arches = [e.arch for e in built]
@@ -248,7 +256,7 @@ class Engine:
                     autoinstall.report(ctx, e)
                     self.tx.add(Record(m, ver, "", Outcome.failed, f"remove failed (exit {e.code})"))
                 finally:
-                    ctx.options.kernels, ctx.options.arches = saved
+                    ctx.options.kernels, ctx.options.arches, ctx.options.conf = saved
 
     # --- the end of a transaction -----------------------------------------------------------
     def finish(self, *, initramfs_follows: bool) -> int:

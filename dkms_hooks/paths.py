@@ -100,6 +100,11 @@ class Layout:
         """dkms-hooks' own state in the tree; a dot name, so upstream's globs skip it."""
         return self.dkms_tree / ".dkms-hooks"
 
+    def saved_conf(self, module: str, version: str) -> Path:
+        """A copy of the dkms.conf taken at add time, so a module whose source vanished
+        (its package removed first) can still be uninstalled cleanly."""
+        return self.hooks_state / "conf" / module / version / "dkms.conf"
+
     def failed_logs(self, module: str, version: str) -> Path:
         return self.hooks_state / "failed" / module / version
 

@@ -118,6 +118,18 @@ class Sandbox:
 
 
 @pytest.fixture
+def dkms_on_path(tmp_path: Path) -> str:
+    """A directory holding a ``dkms`` command that runs this checkout, for real clients'
+    hooks to find on PATH."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    wrapper = bindir / "dkms"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{REPO}" exec "{sys.executable}" -m dkms_hooks "$@"\n')
+    wrapper.chmod(0o755)
+    return str(bindir)
+
+
+@pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
     root = tmp_path / "root"
     for d in ("var/lib/dkms", "usr/src", "lib/modules", "etc/dkms/framework.conf.d", "boot"):
