@@ -50,7 +50,9 @@ def test_raw_reproduces_corpus(conf: Path, pinned_path: str, tmp_path: Path) -> 
     (sysroot / "etc/os-release").write_text("ID=debian\n")
     env = {"PATH": pinned_path, "LANG": "C", "PYTHONPATH": str(REPO), "DKMS_HOOKS_SYSROOT": str(sysroot)}
     proc = subprocess.run(
-        [sys.executable, "-m", "dkms_hooks", "conf", "--raw", "-k", CORPUS_KERNEL, "-a", "x86_64", str(conf)],
+        # the sysroot keeps the host's /etc/dkms out; the trees are upstream's defaults (only read)
+        [sys.executable, "-m", "dkms_hooks", "--dkmstree=/var/lib/dkms", "--sourcetree=/usr/src",
+         "--installtree=/lib/modules", "conf", "--raw", "-k", CORPUS_KERNEL, "-a", "x86_64", str(conf)],
         env=env, capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr

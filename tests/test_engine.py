@@ -100,5 +100,5 @@ def test_work_queued_inside_apt_runs_once_at_post_invoke(sandbox: Sandbox) -> No
     assert res.returncode == 0, res.output
     assert f"  installed  queued/1.0, {k}\n" in res.stdout
     assert res.stdout.count("==> queued/1.0 for kernel") == 1
-    assert not (sandbox.dkms_tree / ".dkms-hooks").exists()
+    assert not (sandbox.dkms_tree / ".dkms-hooks/queue").exists()
     assert sandbox.event("apt", "post-invoke").output == ""
