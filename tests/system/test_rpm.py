@@ -1,0 +1,74 @@
+"""rpm 4.18 runs our scriptlet macros and /usr/src file triggers (paths on stdin)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLE, KERNELS, REPO, needs_kernel
+from system.overlay_helpers import in_overlay, needs_overlay
+
+pytestmark = [pytest.mark.kernel, needs_kernel, needs_overlay,
+              pytest.mark.skipif(shutil.which("rpmbuild") is None, reason="rpm (rpmbuild) needed")]
+
+HEADER = """Name: {name}
+Version: {version}
+Release: 1
+Summary: {name}
+License: GPL
+BuildArch: noarch
+AutoReqProv: no
+%description
+{name}
+"""
+
+
+def rpmbuild(top: Path, spec: str) -> Path:
+    for d in ("SPECS", "RPMS", "BUILD", "BUILDROOT", "SOURCES", "SRPMS"):
+        (top / d).mkdir(parents=True, exist_ok=True)
+    path = top / "SPECS" / "x.spec"
+    path.write_text(spec)
+    subprocess.run(["rpmbuild", "--quiet", "-bb", f"--load={REPO}/hooks/rpm/macros.dkms-hooks",
+                    "--define", f"_topdir {top}", str(path)], check=True, capture_output=True)
+    return next((top / "RPMS/noarch").glob("*.rpm"))
+
+
+@pytest.mark.parametrize("via", ["file-triggers", "scriptlets"])
+def test_file_triggers_or_scriptlets(tmp_path: Path, via: str) -> None:
+    triggers = HEADER.format(name="dkms-hooks-triggers", version="0.1") + "%files\n\n" + (
+        REPO / "hooks/rpm/dkms-hooks-triggers.spec.in").read_text()
+    trigger_rpm = rpmbuild(tmp_path / "t", triggers)
+    # the module source package either carries the %post/%preun macros or nothing at all,
+    # and then the file triggers of the dkms-hooks package do the work
+    scriptlets = """%post
+%dkms_hooks_post dkms_hooks_example 1.0
+%preun
+%dkms_hooks_preun dkms_hooks_example 1.0
+""" if via == "scriptlets" else ""
+    source = HEADER.format(name="example-kmod-src", version="1.0") + f"""
+%install
+mkdir -p %{{buildroot}}/usr/src
+cp -a {EXAMPLE} %{{buildroot}}/usr/src/
+%files
+/usr/src/dkms_hooks_example-1.0
+{scriptlets}"""
+    source_rpm = rpmbuild(tmp_path / "s", source)
+    rpm = f"rpm --root / --dbpath {tmp_path}/rpmdb --nodeps"
+    res = in_overlay(f"""
+rpm --root / --dbpath {tmp_path}/rpmdb --initdb
+{"" if via == "scriptlets" else f"{rpm} --force-debian -i {trigger_rpm}"}
+{rpm} --force-debian -i {source_rpm}
+echo "== status after install"; dkms status
+{rpm} --force-debian -e example-kmod-src
+echo "== status after erase"; dkms status
+find /lib/modules -name 'dkms_hooks_example.ko*'
+""")
+    out = res.stdout
+    assert res.returncode == 0, out + res.stderr
+    installed = out.split("== status after install\n")[1].split("== status after erase")[0]
+    for k in KERNELS:
+        assert f"dkms_hooks_example/1.0, {k}, x86_64: installed\n" in installed
+    assert out.split("== status after erase\n")[1] == ""
