@@ -50,11 +50,43 @@ def _listing(tool: str, image: Path) -> list[str] | None:
     return res.stdout.splitlines() if res.returncode == 0 else None
 
 
+def _configured(tool: str, layout: Layout) -> set[str]:
+    """Modules the generator's configuration asks for by name."""
+    root = layout.sysroot
+    names: set[str] = set()
+    if tool == "update-initramfs":
+        for f in [root / "etc/initramfs-tools/modules", *sorted((root / "usr/share/initramfs-tools/modules.d").glob("*")),
+                  *sorted((root / "etc/initramfs-tools/modules.d").glob("*"))]:
+            if f.is_file():
+                for line in f.read_text(errors="replace").splitlines():
+                    words = line.split("#", 1)[0].split()
+                    if words:
+                        names.add(words[0])
+    elif tool == "dracut":
+        for f in [root / "etc/dracut.conf", *sorted((root / "etc/dracut.conf.d").glob("*.conf")),
+                  *sorted((root / "usr/lib/dracut/dracut.conf.d").glob("*.conf"))]:
+            if not f.is_file():
+                continue
+            for line in f.read_text(errors="replace").splitlines():
+                key, _, value = line.partition("=")
+                if key.strip().rstrip("+") in ("add_drivers", "force_drivers"):
+                    names.update(value.strip().strip("\"'").split())
+    elif tool == "mkinitcpio":
+        conf = root / "etc/mkinitcpio.conf"
+        if conf.is_file():
+            for line in conf.read_text(errors="replace").splitlines():
+                if line.startswith("MODULES="):
+                    names.update(line.split("=", 1)[1].strip("()\"' ").split())
+    return {n.replace("-", "_") for n in names}
+
+
 @hookimpl(trylast=True)
 def dkms_initramfs_contains(tool: str, kver: str, names: Sequence[str], layout: Layout) -> bool | None:
     image = _image(tool, kver, layout)
     if image is None:
         return False  # no image yet: whoever makes it will find the modules in place
+    if {n.replace("-", "_") for n in names} & _configured(tool, layout):
+        return True
     listing = _listing(tool, image)
     if listing is None:
         return True  # cannot look inside: regenerating is the safe side
