@@ -261,6 +261,7 @@ def run_event(ctx: Context, event_args: list[str]) -> int:
         raise DkmsError(2, "Usage: dkms event SOURCE [ARGS...]")
     source, argv = event_args[0], event_args[1:]
     pm = plugins.get_plugin_manager()
+    ctx.pm = pm
     event = pm.hook.dkms_parse_event(source=source, argv=argv, env=ctx.env, stdin=sys.stdin, layout=ctx.layout)
     if event is None:
         raise DkmsError(2, f"No adapter handles events from {source!r}.")

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dkms_hooks import dkmsconf, run
+import pluggy
+
+from dkms_hooks import dkmsconf, policy, run
 from dkms_hooks.console import Console
 from dkms_hooks.errors import DkmsError
 from dkms_hooks.kernel import KernelTarget
@@ -81,6 +83,21 @@ class Context:
     changed: dict[str, set[str]] = field(default_factory=dict)
     #: kernels for which a changed module asked for a new initramfs (REMAKE_INITRD=yes)
     remake_initrd: set[str] = field(default_factory=set)
+    #: the plugin manager, when one was built (events); else the built-in policy answers
+    pm: pluggy.PluginManager | None = None
+
+    def dest_location(self, declared: str) -> str:
+        if self.addon_modules_dir:
+            return "/" + self.addon_modules_dir
+        if self.pm is not None:
+            answer = self.pm.hook.dkms_dest_module_location(distro=self.distro, declared=declared)
+            return answer if answer is not None else declared
+        return policy.dkms_dest_module_location(distro=self.distro, declared=declared) or declared
+
+    def signing_key(self, kver: str) -> tuple[str, str] | None:
+        if self.pm is not None:
+            return self.pm.hook.dkms_signing_key(distro=self.distro, kver=kver, layout=self.layout)  # type: ignore[no-any-return]
+        return policy.dkms_signing_key(distro=self.distro, kver=kver, layout=self.layout)
 
     def note_change(self, kver: str, names: list[str], *, remake_initrd: bool = False) -> None:
         self.changed.setdefault(kver, set()).update(names)
@@ -169,7 +186,7 @@ class Context:
                 kernel=kernel,
                 running_distribution=self.distro,
                 default_build_dir=self.layout.build_dir(module, version),
-                addon_modules_dir=self.addon_modules_dir,
+                dest_location=self.dest_location,
                 directives=self.options.directives,
                 deprecation_warnings=strict,
                 vmlinux_is_clang=vmlinux_clang,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,6 +228,7 @@ def resolve(
     running_distribution: str,
     default_build_dir: Path,
     addon_modules_dir: str = "",
+    dest_location: Callable[[str], str] | None = None,
     directives: Iterable[tuple[str, str]] = (),
     deprecation_warnings: bool = False,
     vmlinux_is_clang: bool = False,
@@ -288,8 +289,11 @@ def resolve(
             error(f"'BUILT_MODULE_NAME' directive ends in '.o' or '.ko' in record #{i}.")
         if dest.endswith((".o", ".ko")):
             error(f"'DEST_MODULE_NAME' directive ends in '.o' or '.ko' in record #{i}.")
-        dest_location = distro.dest_module_location(running_distribution, declared, addon_modules_dir)
-        lower["dest_module_location"][i] = dest_location
+        if dest_location is not None:
+            where = dest_location(declared)
+        else:
+            where = distro.dest_module_location(running_distribution, declared, addon_modules_dir)
+        lower["dest_module_location"][i] = where
         if declared == "":
             error(f"No 'DEST_MODULE_LOCATION' directive specified for record #{i}.")
         elif not declared.startswith(("/kernel", "/updates", "/extra")):
@@ -297,7 +301,7 @@ def resolve(
             diag.append(Diagnostic("err", "dkms.conf: Error! Directive 'DEST_MODULE_LOCATION' does not begin with"))
             diag.append(Diagnostic("err", f"'/kernel', '/updates', or '/extra' in record #{i}."))
         conf.modules.append(
-            BuiltModule(i, built, location, dest, dest_location, declared, lower["strip"].get(i, "yes") != "no")
+            BuiltModule(i, built, location, dest, where, declared, lower["strip"].get(i, "yes") != "no")
         )
     for n in ("built_module_name", "built_module_location", "dest_module_name", "dest_module_location"):
         if len(lower[n]) != num:

@@ -216,6 +216,11 @@ class Engine:
             if not (m and v):
                 continue
             names.add(m)
+            # an upgrade replaced this module's source: registrations left without one go
+            stale = [f"{m}/{old}" for mm, old in tree.module_versions(ctx.layout, m)
+                     if old != v and tree.is_broken(ctx.layout, m, old)]
+            if stale:
+                self.remove_sources(stale)
             if tree.is_added(ctx.layout, m, v):
                 continue
             try:

@@ -51,6 +51,17 @@ def dkms_dest_module_location(distro: str, declared: str) -> str | None:
     """
 
 
+@_spec(firstresult=True)
+def dkms_signing_key(distro: str, kver: str, layout: Layout) -> tuple[str, str] | None:
+    """The module signing key and certificate to use when framework.conf names none.
+
+    :returns: (key, certificate) paths (the key may be a ``pkcs11:`` URI), or None to
+        fall back to the MOK pair in the dkms tree.
+
+    Stops at first non-None result.
+    """
+
+
 @_spec
 def dkms_module_installed(module: str, version: str, kver: str, arch: str, layout: Layout) -> None:
     """Called after a module was installed for a kernel (before depmod of the batch).

@@ -152,6 +152,10 @@ def prepare_mok(ctx: Context, values: dict[str, str], kernel: KernelTarget | Non
                 if configured:
                     key = os.path.realpath(os.path.join(kernel.source_dir, configured))
                     cert = key
+    if not key and kernel is not None:
+        pair = ctx.signing_key(kernel.kver)
+        if pair is not None:
+            key, cert = pair
     if not key:
         key = os.fspath(ctx.layout.mok_key)
     out(f"Signing key: {key}")

@@ -42,3 +42,18 @@ def test_blocklist(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DKMS_HOOKS_DISABLE_PLUGINS", "dkms_hooks.policy")
     pm = plugins.get_plugin_manager(load_entry_points=False)
     assert pm.hook.dkms_dest_module_location(distro="fedora", declared="/kernel") is None
+
+
+def test_akmods_key_on_fedora(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dkms_hooks import policy
+    from dkms_hooks.paths import Layout
+
+    lay = Layout(sysroot=tmp_path)
+    assert policy.dkms_signing_key(distro="fedora", kver="6.9", layout=lay) is None
+    for rel in ("etc/pki/akmods/private/private_key.priv", "etc/pki/akmods/certs/public_key.der"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    pm = plugins.get_plugin_manager(load_entry_points=False)
+    assert pm.hook.dkms_signing_key(distro="fedora", kver="6.9", layout=lay) == (
+        str(tmp_path / "etc/pki/akmods/private/private_key.priv"), str(tmp_path / "etc/pki/akmods/certs/public_key.der"))
+    assert pm.hook.dkms_signing_key(distro="debian", kver="6.9", layout=lay) is None

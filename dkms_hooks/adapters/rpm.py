@@ -31,7 +31,9 @@ def dkms_parse_event(source: str, argv: Sequence[str], env: Mapping[str, str], s
         return None
     verb = argv[0] if argv else ""
     rest = list(argv[1:])
-    if verb == "post" and len(rest) >= 2:
+    if verb in ("post", "posttrans") and len(rest) >= 2:
+        # posttrans: after an upgrade, the old version's files are gone; the engine drops
+        # registrations whose source vanished when it adds the new one
         return Event(EventKind.source_added, modules=(f"{rest[0]}/{rest[1]}",), source=source)
     if verb == "preun" and len(rest) >= 2:
         # $1 of %preun: 0 on erase, 1 on upgrade (the new version's %post already ran)

@@ -40,9 +40,11 @@ echo "== unlisted"
 dkms event apt headers-postinst {KVER}
 printf 'alpha\\nbeta\\n' >> /etc/initramfs-tools/modules
 cp -a {tmp_path}/src/alpha-1.0 {tmp_path}/src/beta-1.0 /usr/src/
-dkms add alpha/1.0 >/dev/null; dkms add beta/1.0 >/dev/null
 echo "== listed"
-dkms event apt headers-postinst {KVER}
+# two module packages in one APT run: both queue, Post-Invoke builds both, one initramfs
+DPKG_FRONTEND_LOCKED=1 dkms event apt source-configure alpha 1.0
+DPKG_FRONTEND_LOCKED=1 dkms event apt source-configure beta 1.0
+dkms event apt post-invoke
 echo "== image"
 lsinitramfs /boot/initrd.img-{KVER} | grep -E '/(alpha|beta|gamma)\\.ko' | sort
 """, timeout=900)
@@ -79,3 +81,29 @@ lsinitrd /boot/initramfs-{KVER}.img | grep -o 'updates/dkms/delta\\.ko[.a-z]*'
     assert res.returncode == 0, out + res.stderr
     assert out.count(f"Regenerating the initramfs of {KVER} with dracut... done.") == 1
     assert out.split("== image\n")[1].startswith("updates/dkms/delta.ko")
+
+
+@needs_initrd
+def test_kernel_install_with_the_real_default_plugins(tmp_path: Path) -> None:
+    """Our plugin in /etc/kernel/install.d runs before the distribution's 50-depmod and
+    the loader-entry plugins, which all still run."""
+    from conftest import REPO
+
+    write_module(tmp_path / "src", "epsilon")
+    res = in_overlay(f"""
+mkdir -p /etc/kernel/install.d
+cp {REPO}/kernel-install.d/40-dkms-hooks.install /etc/kernel/install.d/
+cp -a {tmp_path}/src/epsilon-1.0 /usr/src/
+dkms add epsilon/1.0 >/dev/null
+echo 0123456789abcdef0123456789abcdef > /etc/machine-id
+kernel-install -v add {KVER} /boot/vmlinuz-{KVER} 2>&1
+echo "== modules.dep"
+grep -o 'updates/dkms/epsilon.ko[.a-z]*' /lib/modules/{KVER}/modules.dep
+""", timeout=900)
+    out = res.stdout
+    assert res.returncode == 0, out + res.stderr
+    ours = out.index("40-dkms-hooks.install add")
+    depmod = out.index("50-depmod.install add")
+    assert ours < depmod
+    assert f"  installed  epsilon/1.0, {KVER}" in out
+    assert out.split("== modules.dep\n")[1].startswith("updates/dkms/epsilon.ko")

@@ -72,3 +72,36 @@ find /lib/modules -name 'dkms_hooks_example.ko*'
     for k in KERNELS:
         assert f"dkms_hooks_example/1.0, {k}, x86_64: installed\n" in installed
     assert out.split("== status after erase\n")[1] == ""
+
+
+def test_upgrade_keeps_only_the_new_version(tmp_path: Path) -> None:
+    specs = {}
+    for version in ("1.0", "2.0"):
+        src = tmp_path / f"example-{version}"
+        shutil.copytree(EXAMPLE, src)
+        conf = (src / "dkms.conf").read_text().replace('PACKAGE_VERSION="1.0"', f'PACKAGE_VERSION="{version}"')
+        (src / "dkms.conf").write_text(conf)
+        specs[version] = rpmbuild(tmp_path / f"s{version}", HEADER.format(name="example-kmod-src", version=version) + f"""
+%install
+mkdir -p %{{buildroot}}/usr/src
+cp -a {src} %{{buildroot}}/usr/src/dkms_hooks_example-{version}
+%files
+/usr/src/dkms_hooks_example-{version}
+%post
+%dkms_hooks_post dkms_hooks_example {version}
+%preun
+%dkms_hooks_preun dkms_hooks_example {version}
+%posttrans
+%dkms_hooks_posttrans dkms_hooks_example {version}
+""")
+    rpm = f"rpm --root / --dbpath {tmp_path}/rpmdb --nodeps --force-debian"
+    res = in_overlay(f"""
+rpm --root / --dbpath {tmp_path}/rpmdb --initdb
+{rpm} -i {specs["1.0"]} >/dev/null
+{rpm} -U {specs["2.0"]}
+echo "== status"; dkms status
+""")
+    out = res.stdout
+    assert res.returncode == 0, out + res.stderr
+    status = out.split("== status\n")[1]
+    assert status == "".join(f"dkms_hooks_example/2.0, {k}, x86_64: installed\n" for k in KERNELS)
