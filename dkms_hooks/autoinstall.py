@@ -46,38 +46,11 @@ def autoinstall(ctx: Context) -> int:
     if not to_install:
         return 0
     newly = 0
-    while True:
-        progress = 0
-        waiting: list[tuple[str, str]] = []
-        for m in depends:
-            depends[m] = [d for d in depends[m] if d not in installed and d not in skipped]
-        for m, v in to_install:
-            if depends[m]:
-                waiting.append((m, v))
-                continue
-            if not tree.is_built(ctx.layout, m, v, kver, arch):
-                signing.prepare_kernel_and_signing(ctx, kver, arch)
-            console.print(f"Autoinstall of module {m}/{v} for kernel {kver} ({arch})")
-            status = 0
-            with ctx.subshell():
-                try:
-                    actions.maybe_install(ctx, m, v, kver, arch)
-                except DkmsError as e:
-                    report(ctx, e)
-                    status = e.code
-            if status == 0:
-                installed.append(m)
-                newly += 1
-                progress += 1
-            elif status == EXIT_SKIPPED:
-                skipped.append(m)
-                progress += 1
-            else:
-                failed.append(f"{m}({status})")
-            console.print("")
-        to_install = waiting
-        if progress == 0:
-            break
+    if ctx.budget() > 1 and len(to_install) > 1:
+        outcome = _run_parallel(ctx, to_install, depends, kver, arch, installed, skipped)
+    else:
+        outcome = _run_serial(ctx, to_install, depends, kver, arch, installed, skipped)
+    newly, failed, to_install = outcome
     if installed:
         console.print(f"Autoinstall on {kver} succeeded for module(s) {' '.join(installed)}.")
     if skipped:
@@ -106,6 +79,121 @@ def autoinstall(ctx: Context) -> int:
         raise DkmsError(11, "One or more modules failed to install during autoinstall.",
                         "Refer to previous errors for more information.")
     return newly
+
+
+def _install_one(ctx: Context, m: str, v: str, kver: str, arch: str) -> int:
+    ctx.console.print(f"Autoinstall of module {m}/{v} for kernel {kver} ({arch})")
+    status = 0
+    with ctx.subshell():
+        try:
+            actions.maybe_install(ctx, m, v, kver, arch)
+        except DkmsError as e:
+            report(ctx, e)
+            status = e.code
+    ctx.console.print("")
+    return status
+
+
+def _run_serial(ctx: Context, to_install: list[tuple[str, str]], depends: dict[str, list[str]], kver: str,
+                arch: str, installed: list[str], skipped: list[str]) -> tuple[int, list[str], list[tuple[str, str]]]:
+    """Upstream's rounds: install what has no pending dependency, again until nothing moves."""
+    newly = 0
+    failed: list[str] = []
+    while True:
+        progress = 0
+        waiting: list[tuple[str, str]] = []
+        for m in depends:
+            depends[m] = [d for d in depends[m] if d not in installed and d not in skipped]
+        for m, v in to_install:
+            if depends[m]:
+                waiting.append((m, v))
+                continue
+            if not tree.is_built(ctx.layout, m, v, kver, arch):
+                signing.prepare_kernel_and_signing(ctx, kver, arch)
+            status = _install_one(ctx, m, v, kver, arch)
+            if status == 0:
+                installed.append(m)
+                newly += 1
+                progress += 1
+            elif status == EXIT_SKIPPED:
+                skipped.append(m)
+                progress += 1
+            else:
+                failed.append(f"{m}({status})")
+        to_install = waiting
+        if progress == 0:
+            return newly, failed, to_install
+
+
+def _run_parallel(ctx: Context, to_install: list[tuple[str, str]], depends: dict[str, list[str]], kver: str,
+                  arch: str, installed: list[str], skipped: list[str]) -> tuple[int, list[str], list[tuple[str, str]]]:
+    """The same work as _run_serial with independent modules built side by side in one
+    job budget; output printed in the order the serial rounds would print it."""
+    from dkms_hooks import scheduler
+
+    names = [m for m, _ in to_install]
+    pending = {m: [d for d in depends[m] if d not in installed and d not in skipped] for m in names}
+    # upstream's rounds, assuming every install succeeds; what never becomes ready (a
+    # dependency outside this run that is not installed, or a cycle) is not run at all
+    rounds: dict[str, int] = {}
+    n = 0
+    while True:
+        ready = [m for m in names if m not in rounds and all(d in rounds for d in pending[m])]
+        if not ready:
+            break
+        for m in ready:
+            rounds[m] = n
+        n += 1
+    order = sorted((i for i, m in enumerate(names) if m in rounds), key=lambda i: (rounds[names[i]], i))
+    jobs = [to_install[i] for i in order]
+    index = {m: k for k, (m, _) in enumerate(jobs)}
+
+    prologue = scheduler.BufferConsole(quiet=ctx.console.quiet)
+    first_build = next((n for n, (m, v) in enumerate(jobs) if not tree.is_built(ctx.layout, m, v, kver, arch)), None)
+    if first_build is not None:
+        real = ctx.console
+        ctx.console = prologue
+        try:
+            signing.prepare_kernel_and_signing(ctx, kver, arch)
+        finally:
+            ctx.console = real
+    jobserver = scheduler.JobServer(ctx.budget())
+
+    def run_one(job: tuple[str, str], console: scheduler.BufferConsole) -> int:
+        m, v = job
+        if index[m] == first_build:
+            console.items.extend(prologue.items)
+        job_ctx = ctx.fork(console)
+        job_ctx.jobserver = jobserver
+        return _install_one(job_ctx, m, v, kver, arch)
+
+    def blocked(job: tuple[str, str], dep_results: list[int]) -> bool:
+        return any(r not in (0, EXIT_SKIPPED) for r in dep_results)
+
+    try:
+        results = scheduler.run_jobs(jobs, lambda n: {index[d] for d in pending[jobs[n][0]]}, run_one,
+                                     budget=ctx.budget(), console=ctx.console, jobserver=jobserver, blocked=blocked)
+    finally:
+        jobserver.close()
+    newly = 0
+    failed: list[str] = []
+    left: list[tuple[str, str]] = []
+    for (m, v), status in zip(jobs, results):
+        if status is None:
+            continue
+        if status == 0:
+            installed.append(m)
+            newly += 1
+        elif status == EXIT_SKIPPED:
+            skipped.append(m)
+        else:
+            failed.append(f"{m}({status})")
+    ran = {m for (m, _), r in zip(jobs, results) if r is not None}
+    for m, v in to_install:
+        if m not in ran:
+            left.append((m, v))
+            depends[m] = [d for d in depends[m] if d not in installed and d not in skipped]
+    return newly, failed, left
 
 
 def report(ctx: Context, e: DkmsError) -> None:

@@ -163,7 +163,9 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
 
     make_command = conf.make_command
     if make_command.startswith("make"):
-        make_command = f"make -j{ctx.parallel_jobs} KERNELRELEASE={kver}" + make_command[4:]
+        # beside other builds, make takes its jobs from the shared jobserver instead of -jN
+        jobs = "" if ctx.jobserver is not None else f" -j{ctx.parallel_jobs}"
+        make_command = f"make{jobs} KERNELRELEASE={kver}" + make_command[4:]
     rc = steps.invoke_shell(ctx, make_command, "Building module(s)", build_log, cwd=build_dir,
                             variables=variables, env=env)
     if rc != 0:

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pluggy
 
@@ -85,6 +87,27 @@ class Context:
     remake_initrd: set[str] = field(default_factory=set)
     #: the plugin manager, when one was built (events); else the built-in policy answers
     pm: pluggy.PluginManager | None = None
+
+    #: set while several jobs share one budget: make joins this jobserver instead of -jN
+    jobserver: Any = None
+    #: signing prepared once per kernel for a whole transaction (events), shared by its jobs
+    presigned: dict[str, Signing] = field(default_factory=dict)
+
+    def fork(self, console: Console) -> Context:
+        """A context for one job running beside others: its own console and the state
+        upstream keeps per subshell; the trees, settings and transaction records shared."""
+        import copy
+
+        options = copy.copy(self.options)
+        options.kernels = list(self.options.kernels)
+        options.arches = list(self.options.arches)
+        return dataclasses.replace(self, console=console, options=options)
+
+    def budget(self) -> int:
+        try:
+            return max(int(self.parallel_jobs), 1)
+        except ValueError:
+            return len(os.sched_getaffinity(0))
 
     def dest_location(self, declared: str) -> str:
         if self.addon_modules_dir:

@@ -107,24 +107,21 @@ class Engine:
         self.pm = pm
         self.tx = Transaction()
         self.done: set[tuple[str, str, str]] = set()
+        self.queue: list[tuple[str, str, str, str]] = []
+        self._deps: dict[tuple[str, str], list[str]] = {}
         ctx.depmod_batch = set()
 
     # --- jobs --------------------------------------------------------------------------
     def _critical(self, module: str) -> bool:
         return module in self.ctx.hooks.critical_modules
 
-    def _run_job(self, module: str, version: str, kver: str, arch: str) -> None:
-        ctx = self.ctx
-        if (module, version, kver) in self.done:
-            return
-        self.done.add((module, version, kver))
+    def _run_job(self, ctx: Context, module: str, version: str, kver: str, arch: str) -> int:
         ctx.console.print(f"==> {module}/{version} for kernel {kver} ({arch})")
         if tree.is_installed(ctx.layout, module, version, kver, arch):
             self.tx.add(Record(module, version, kver, Outcome.current, critical=self._critical(module)))
-            return
+            return 0
         try:
             if not tree.is_built(ctx.layout, module, version, kver, arch):
-                # once per kernel for the whole transaction, as upstream's autoinstall does
                 signing.prepare_kernel_and_signing(ctx, kver, arch)
             with ctx.subshell():
                 actions.maybe_install(ctx, module, version, kver, arch)
@@ -133,16 +130,17 @@ class Engine:
             if e.code == EXIT_SKIPPED:
                 self.tx.add(Record(module, version, kver, Outcome.skipped,
                                    "BUILD_EXCLUSIVE does not match this kernel", critical=self._critical(module)))
-                return
+                return EXIT_SKIPPED
             log = keep_failed_log(ctx, module, version, kver, arch)
             self.tx.add(Record(module, version, kver, Outcome.failed, f"exit {e.code}: {e.lines[0] if e.lines else ''}",
                                os.fspath(log) if log else "", self._critical(module)))
-            return
+            return e.code
         except Exception as e:  # noqa: BLE001 - one module's bug must not stop the others
             self.tx.add(Record(module, version, kver, Outcome.failed, f"internal error: {e!r}",
                                critical=self._critical(module)))
-            return
+            return 70
         self.tx.add(Record(module, version, kver, Outcome.installed, critical=self._critical(module)))
+        return 0
 
     def _autoinstall_set(self, kver: str, arch: str, only: set[str] | None = None) -> list[tuple[str, str]]:
         ctx = self.ctx
@@ -162,6 +160,7 @@ class Engine:
                 continue
             chosen[m] = v
             deps[m] = conf.build_depends
+            self._deps[(m, kver)] = conf.build_depends
         order, cycle = _ordered(deps)
         for m in cycle:
             self.tx.add(Record(m, chosen[m], kver, Outcome.failed,
@@ -174,15 +173,64 @@ class Engine:
                              f"built" + (f" (install {hint})" if hint else ""))
 
     def install_for_kernels(self, kernels: Iterable[str], only: set[str] | None = None) -> None:
+        """Queue the install jobs for these kernels; ``run_queued`` runs them all at once."""
         arch = self.ctx.options.arches[0] if self.ctx.options.arches else os.uname().machine
         for kver in kernels:
             if not (self.ctx.layout.install_tree / kver / "build/include").is_dir():
                 self._headers_missing(kver)
                 continue
             for m, v in self._autoinstall_set(kver, arch, only):
-                self._run_job(m, v, kver, arch)
+                if (m, v, kver) not in self.done:
+                    self.done.add((m, v, kver))
+                    self.queue.append((m, v, kver, arch))
+
+    def run_queued(self) -> None:
+        """Run the queued jobs: one graph for the whole transaction. A module's BUILD_DEPENDS
+        come before it on each kernel; one module's jobs run one after another (they share
+        its build directory); everything else runs side by side in the job budget."""
+        from dkms_hooks import scheduler
+
+        jobs, self.queue = self.queue, []
+        if not jobs:
+            return
+        ctx = self.ctx
+        deps: list[set[int]] = []
+        for i, (m, v, kver, arch) in enumerate(jobs):
+            d = {j for j in range(i) if jobs[j][0] == m}
+            conf_deps = self._deps.get((m, kver), [])
+            d |= {j for j in range(i) if jobs[j][2] == kver and jobs[j][0] in conf_deps}
+            deps.append(d)
+        # sign once per kernel for the whole transaction, before any job prints
+        for kver, arch in dict.fromkeys((k, a) for _, _, k, a in jobs):
+            if any(not tree.is_built(ctx.layout, m, v, k, a) for m, v, k, a in jobs if k == kver):
+                try:
+                    signing.prepare_kernel_and_signing(ctx, kver, arch)
+                    if ctx.signing is not None:
+                        ctx.presigned[f"{kver}/{arch}"] = ctx.signing
+                except DkmsError as e:
+                    autoinstall.report(ctx, e)
+        if ctx.budget() <= 1 or len(jobs) == 1:
+            for m, v, kver, arch in jobs:
+                self._run_job(ctx, m, v, kver, arch)
+            return
+        jobserver = scheduler.JobServer(ctx.budget())
+
+        def run_one(job: tuple[str, str, str, str], console: scheduler.BufferConsole) -> int:
+            job_ctx = ctx.fork(console)
+            job_ctx.jobserver = jobserver
+            return self._run_job(job_ctx, *job)
+
+        def blocked(job: tuple[str, str, str, str], results: list[int]) -> bool:
+            return False  # a failed dependency fails the build itself (BUILD_DEPENDS, exit 13)
+
+        try:
+            scheduler.run_jobs(jobs, lambda i: deps[i], run_one, budget=ctx.budget(), console=ctx.console,
+                               jobserver=jobserver, blocked=blocked)
+        finally:
+            jobserver.close()
 
     def unbuild_for_kernel(self, kver: str, *, autoinstall_only: bool) -> None:
+        self.run_queued()  # events keep their order
         ctx = self.ctx
         arch = ctx.options.arches[0] if ctx.options.arches else os.uname().machine
         for m, v in tree.module_versions(ctx.layout):
@@ -233,6 +281,7 @@ class Engine:
         return names
 
     def remove_sources(self, sources: Iterable[str]) -> None:
+        self.run_queued()  # events keep their order
         ctx = self.ctx
         for item in sources:
             m, _, v = item.partition("/")
@@ -265,6 +314,7 @@ class Engine:
 
     # --- the end of a transaction -----------------------------------------------------------
     def finish(self, *, initramfs_follows: bool) -> int:
+        self.run_queued()
         ctx = self.ctx
         batch = sorted(ctx.depmod_batch or (), key=version_sort_key, reverse=True)
         ctx.depmod_batch = None

@@ -47,6 +47,7 @@ def run(
     stdout: int | IO[bytes] | IO[str] | None = PIPE,
     stderr: int | IO[bytes] | IO[str] | None = None,
     input: str | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Result:
     """Run argv and wait. stdout is captured (text) unless redirected; a non-zero exit is
     returned, not raised, because most callers map it to one of upstream's exit codes."""
@@ -67,6 +68,7 @@ def run(
             text=True,
             errors="surrogateescape",
             check=False,
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as e:
         if cwd is not None and not Path(cwd).is_dir():
@@ -97,6 +99,7 @@ def run_shell(
     env: Mapping[str, str] | None = None,
     stdout: int | IO[bytes] | IO[str] | None = None,
     stderr: int | IO[bytes] | IO[str] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Result:
     """Evaluate shell text with bash, as upstream's ``eval`` does: ``variables`` become plain
     (unexported) shell variables, so the text can expand them without make seeing them."""
@@ -107,6 +110,7 @@ def run_shell(
         env=env,
         stdout=stdout,
         stderr=stderr,
+        pass_fds=pass_fds,
     )
 
 

@@ -45,6 +45,10 @@ def read_signing_settings(ctx: Context, kernel: KernelTarget | None) -> dict[str
 def prepare_kernel_and_signing(ctx: Context, kver: str, arch: str) -> None:
     if ctx.prepared_kernel == f"{kver}/{arch}":
         return
+    if f"{kver}/{arch}" in ctx.presigned:
+        ctx.signing = ctx.presigned[f"{kver}/{arch}"]
+        ctx.prepared_kernel = f"{kver}/{arch}"
+        return
     kernel = ctx.kernel(kver, arch)
     check_headers(ctx, kernel)
     ctx.signing = prepare_signing(ctx, kernel)

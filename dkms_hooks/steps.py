@@ -47,18 +47,24 @@ def invoke_shell(
     else:
         console.print(f"{description}...", end="")
     env = env if env is not None else ctx.build_env()
+    fds: tuple[int, ...] = ()
+    if ctx.jobserver is not None:
+        env = {**env, "MAKEFLAGS": ctx.jobserver.makeflags}
+        fds = ctx.jobserver.fds
     if logfile is not None:
         with open(logfile, "a", encoding="utf-8", errors="surrogateescape") as log:
             log.write(f"\n{description}\n# command: {command}\n")
             log.flush()
             start = int(time.monotonic())
-            res = run.run_shell(command, variables=variables, cwd=cwd, env=env, stdout=log, stderr=run.STDOUT)
+            res = run.run_shell(command, variables=variables, cwd=cwd, env=env, stdout=log, stderr=run.STDOUT,
+                                pass_fds=fds)
             end = int(time.monotonic())
             log.write(f"\n# exit code: {res.returncode}\n# elapsed time: {_elapsed(end - start)}\n{RULE}\n")
     elif background and not ctx.options.verbose:
-        res = run.run_shell(command, variables=variables, cwd=cwd, env=env, stdout=run.DEVNULL, stderr=run.STDOUT)
+        res = run.run_shell(command, variables=variables, cwd=cwd, env=env, stdout=run.DEVNULL, stderr=run.STDOUT,
+                            pass_fds=fds)
     else:
-        res = run.run_shell(command, variables=variables, cwd=cwd, env=env, stdout=None)
+        res = run.run_shell(command, variables=variables, cwd=cwd, env=env, stdout=None, pass_fds=fds)
     return _finish(ctx, res.returncode, command)
 
 

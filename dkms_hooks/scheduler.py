@@ -1,0 +1,183 @@
+"""Run many (module, kernel) jobs at once inside one job budget.
+
+The budget is GNU make's jobserver: a pipe holding budget-1 tokens. Every running job holds
+one token (the first job the implicit one), and every make is a jobserver client of the same
+pipe, so however many modules and kernels are being built, no more than `budget` compiler
+processes run, and none waits while a token is free. Each job writes into its own buffer;
+buffers are printed whole, in the order a serial run would have printed them, so the output
+stays readable and, for upstream's verbs, identical to upstream's."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from dkms_hooks.console import Console
+
+J = TypeVar("J")
+
+
+class JobServer:
+    def __init__(self, budget: int) -> None:
+        self.budget = max(budget, 1)
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_inheritable(self.read_fd, True)
+        os.set_inheritable(self.write_fd, True)
+        if self.budget > 1:
+            os.write(self.write_fd, b"+" * (self.budget - 1))
+
+    def acquire(self) -> None:
+        # make turns the (shared) pipe non-blocking: wait until a token can be read
+        while True:
+            try:
+                if os.read(self.read_fd, 1):
+                    return
+            except BlockingIOError:
+                pass
+            select.select([self.read_fd], [], [], 1.0)
+
+    def release(self) -> None:
+        os.write(self.write_fd, b"+")
+
+    @property
+    def makeflags(self) -> str:
+        # both spellings: --jobserver-auth for make >= 4.2, --jobserver-fds before
+        return f"-j{self.budget} --jobserver-auth={self.read_fd},{self.write_fd}"
+
+    @property
+    def fds(self) -> tuple[int, int]:
+        return self.read_fd, self.write_fd
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class BufferConsole(Console):
+    """A console that keeps what a job prints, stdout and stderr interleaved as written."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        super().__init__()
+        self.quiet = quiet
+        self.items: list[tuple[bool, str]] = []
+
+    def _write(self, stream: object, text: str) -> None:
+        if not self.quiet:
+            self.items.append((stream is self.err, text))
+
+    def replay(self, target: Console) -> None:
+        for is_err, text in self.items:
+            if is_err:
+                target.eprint(text, end="")
+            else:
+                target.print(text, end="")
+
+
+def _any_failed(job: object, dep_results: list[int]) -> bool:
+    return any(r != 0 for r in dep_results)
+
+
+@dataclass
+class Slot(Generic[J]):
+    job: J
+    deps: set[int] = field(default_factory=set)
+    console: BufferConsole | None = None
+    result: int | None = None
+    skipped: bool = False
+
+
+def run_jobs(
+    jobs: Sequence[J],
+    deps: Callable[[int], set[int]],
+    run_one: Callable[[J, BufferConsole], int],
+    *,
+    budget: int,
+    console: Console,
+    jobserver: JobServer,
+    blocked: Callable[[J, list[int]], bool] | None = None,
+) -> list[int | None]:
+    """Run ``jobs`` (each after the jobs ``deps(i)`` names) at most ``budget`` at a time.
+    Returns each job's exit code; None for a job not run because ``blocked`` said so."""
+    if blocked is None:
+        blocked = _any_failed
+    slots = [Slot(j, deps(i)) for i, j in enumerate(jobs)]
+    lock = threading.Condition()
+    running = 0
+    printed = 0
+    implicit_free = True
+
+    def flush_printable() -> None:
+        nonlocal printed
+        while printed < len(slots) and (slots[printed].result is not None or slots[printed].skipped):
+            buf = slots[printed].console
+            if buf is not None:
+                buf.replay(console)
+            printed += 1
+
+    def worker(i: int, implicit: bool) -> None:
+        nonlocal running, implicit_free
+        slot = slots[i]
+        try:
+            code = run_one(slot.job, slot.console or BufferConsole())
+        except BaseException:  # the job runner reports its own errors; never lose a token
+            code = 70
+        with lock:
+            slot.result = code
+            running -= 1
+            if implicit:
+                implicit_free = True
+            else:
+                jobserver.release()
+            lock.notify_all()
+
+    started: set[int] = set()
+    with lock:
+        while True:
+            flush_printable()
+            if printed == len(slots) and running == 0:
+                break
+            ready = []
+            for i, s in enumerate(slots):
+                if i in started or s.skipped:
+                    continue
+                if all(slots[d].result is not None or slots[d].skipped for d in s.deps):
+                    dep_results = [r if (r := slots[d].result) is not None else 1 for d in s.deps]
+                    if blocked(s.job, dep_results):
+                        s.skipped = True
+                        continue
+                    ready.append(i)
+            if not ready:
+                if running == 0:
+                    # nothing runs and nothing can start: what is left waits on itself
+                    for i, s in enumerate(slots):
+                        if i not in started:
+                            s.skipped = True
+                    continue
+                lock.wait()
+                continue
+            i = ready[0]
+            if implicit_free:
+                implicit_free = False
+                implicit = True
+            elif running < budget:
+                lock.release()
+                try:
+                    jobserver.acquire()
+                finally:
+                    lock.acquire()
+                implicit = False
+            else:
+                lock.wait()
+                continue
+            started.add(i)
+            slots[i].console = BufferConsole(quiet=console.quiet)
+            running += 1
+            threading.Thread(target=worker, args=(i, implicit), daemon=True).start()
+    return [None if s.skipped else s.result for s in slots]
