@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-import pluggy
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pluggy
+
+    hookimpl: pluggy.HookimplMarker
 
 __version__ = "0.1.0"
 #: The upstream release whose interface (messages, exit codes, tree layout) we reproduce.
 UPSTREAM_RELEASE = "dkms-3.4.3"
 
-hookimpl = pluggy.HookimplMarker("dkms_hooks")
+
+def __getattr__(name: str) -> Any:
+    # pluggy is imported only by what uses plugins, not by every `dkms status`
+    if name == "hookimpl":
+        import pluggy
+
+        marker = pluggy.HookimplMarker("dkms_hooks")
+        globals()["hookimpl"] = marker
+        return marker
+    raise AttributeError(name)
 
 __all__ = ["UPSTREAM_RELEASE", "__version__", "hookimpl"]

@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from dkms_hooks import UPSTREAM_RELEASE, actions, autoinstall, cmdline, distro, locking, run, settings, status
+from dkms_hooks import UPSTREAM_RELEASE, cmdline, distro, locking, run, settings
 from dkms_hooks.console import Console
 from dkms_hooks.context import Context
 from dkms_hooks.errors import DkmsError, DkmsWarnExit, SilentExit
@@ -94,12 +94,19 @@ def _built(ctx: Context, module: str, version: str) -> list:  # type: ignore[typ
 def _check_root_for_install(ctx: Context) -> None:
     # Upstream demands root for any install; writing into a relocated install tree is
     # a sandbox or image build and needs no more than write access to it.
-    if not ctx.layout.is_relocated_install_tree():
-        actions.check_root(ctx)
+    if not ctx.layout.is_relocated_install_tree() and os.geteuid() != 0:
+        raise DkmsError(1, "You must be root to use this command.")
 
 
 def dispatch(ctx: Context) -> int:
     o = ctx.options
+    if o.action == "status":
+        from dkms_hooks import status
+
+        status.show_status(ctx)
+        return 0
+    from dkms_hooks import actions, autoinstall
+
     action = o.action
     if action in ("remove", "unbuild", "uninstall"):
         actions.check_module_args(ctx, action)
@@ -144,9 +151,6 @@ def dispatch(ctx: Context) -> int:
         _have_one_kernel(ctx, action)
         getattr(autoinstall, action)(ctx)
         return 0
-    if action == "status":
-        status.show_status(ctx)
-        return 0
     if action == "generate_mok":
         from dkms_hooks import signing
 
@@ -186,6 +190,8 @@ def dispatch(ctx: Context) -> int:
 
 def _maybe_post_transaction(ctx: Context) -> None:
     if ctx.framework.get("post_transaction"):
+        from dkms_hooks import actions
+
         actions.post_transaction(ctx)
 
 
@@ -274,6 +280,11 @@ def run_event(ctx: Context, event_args: list[str]) -> int:
 def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
          env: dict[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if console is None and argv is None:
+        # `dkms status | head` ends quietly, as shell tools do
+        import signal
+
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     console = console if console is not None else Console()
     env = dict(os.environ) if env is None else env
     split = _split_event(args)

@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pluggy
+from typing import TYPE_CHECKING
 
-from dkms_hooks import dkmsconf, policy, run
+from dkms_hooks import dkmsconf, run
+
+if TYPE_CHECKING:
+    import pluggy
 from dkms_hooks.console import Console
 from dkms_hooks.errors import DkmsError
 from dkms_hooks.kernel import KernelTarget
@@ -115,11 +118,17 @@ class Context:
         if self.pm is not None:
             answer = self.pm.hook.dkms_dest_module_location(distro=self.distro, declared=declared)
             return answer if answer is not None else declared
-        return policy.dkms_dest_module_location(distro=self.distro, declared=declared) or declared
+        from dkms_hooks import distro
+
+        return distro.dest_module_location(self.distro, declared)
 
     def signing_key(self, kver: str) -> tuple[str, str] | None:
         if self.pm is not None:
-            return self.pm.hook.dkms_signing_key(distro=self.distro, kver=kver, layout=self.layout)  # type: ignore[no-any-return]
+            pair: tuple[str, str] | None = self.pm.hook.dkms_signing_key(distro=self.distro, kver=kver,
+                                                                          layout=self.layout)
+            return pair
+        from dkms_hooks import policy
+
         return policy.dkms_signing_key(distro=self.distro, kver=kver, layout=self.layout)
 
     def note_change(self, kver: str, names: list[str], *, remake_initrd: bool = False) -> None:

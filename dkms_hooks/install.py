@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dkms_hooks import depmod, modinfo, run, scripts, steps, tree
 from dkms_hooks.context import Context
-from dkms_hooks.dkmsconf import ModuleConf
+from dkms_hooks.dkmsconf import BuiltModule, ModuleConf
 from dkms_hooks.errors import DkmsError
 from dkms_hooks.kernel import Compression, ver_key
 
@@ -303,7 +303,7 @@ def weak_modules(ctx: Context, conf: ModuleConf, module: str, kver: str, arch: s
     compression = ctx.kernel(kver, arch).compression(ctx.layout)
     listed = []
     for m in conf.modules:
-        loc = actual_dest_location(ctx, conf, module, m.index, kver, arch, compression) or ""
+        loc = actual_dest_location(ctx, m, module, kver, arch, compression) or ""
         p = compressed_or_uncompressed(Path(f"{ctx.layout.install_tree}/{kver}{loc}"), m.dest_name,
                                        compression)
         listed.append(os.fspath(p) if p else "")
@@ -313,11 +313,10 @@ def weak_modules(ctx: Context, conf: ModuleConf, module: str, kver: str, arch: s
     run.run(tool, input="\n".join(listed) + "\n", stdout=None)
 
 
-def actual_dest_location(ctx: Context, conf: ModuleConf, module: str, index: int, kver: str, arch: str,
+def actual_dest_location(ctx: Context, m: BuiltModule, module: str, kver: str, arch: str,
                          compression: Compression) -> str | None:
-    """Where the installed copy of module ``index`` really is (the distribution's location
-    or the one dkms.conf names), judged by its version."""
-    m = conf.modules[index]
+    """Where the installed copy of module ``m`` really is (the distribution's location or
+    the one dkms.conf names), judged by its version."""
     owned = compressed_or_uncompressed(ctx.layout.active_link(module, kver, arch) / "module", m.dest_name,
                                        compression)
     for loc in m.possible_dest_locations():
@@ -354,7 +353,7 @@ def do_uninstall(ctx: Context, module: str, version: str, kver: str, arch: str, 
         weak_modules(ctx, conf, module, kver, arch, add=False)
         lib_tree = lay.install_tree / kver
         for m in conf.modules:
-            loc = actual_dest_location(ctx, conf, module, m.index, kver, arch, compression)
+            loc = actual_dest_location(ctx, m, module, kver, arch, compression)
             if loc:
                 console.print(f"Deleting {lay.install_tree}/{kver}{loc}/{m.dest_name}{suffix}")
                 for f in Path(f"{lib_tree}{loc}").glob(f"{m.dest_name}.ko*"):

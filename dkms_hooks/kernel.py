@@ -118,7 +118,7 @@ class KernelTarget:
         that has only headers so far is asked through its CONFIG_MODULE_COMPRESS_* choice
         (upstream looks at installed files only, and so never compresses for a kernel whose
         modules are not installed yet)."""
-        found = _compression_of_tree(layout.install_tree / self.kver)
+        found = _tree_compression(os.fspath(layout.install_tree / self.kver))
         if found is not None:
             return found
         kconfig = self.kconfig()
@@ -149,6 +149,17 @@ def kmod_can_read(comp: Compression) -> bool:
         return True
     features = _kmod_features()
     return features is None or _KMOD_FEATURE[comp] in features
+
+
+_TREE_COMPRESSION: dict[str, Compression | None] = {}
+
+
+def _tree_compression(tree: str) -> Compression | None:
+    # asked once per module line by status; the answer only changes when the first module
+    # lands in an empty tree, and then it lands in the compression this already chose
+    if tree not in _TREE_COMPRESSION or _TREE_COMPRESSION[tree] is None:
+        _TREE_COMPRESSION[tree] = _compression_of_tree(Path(tree))
+    return _TREE_COMPRESSION[tree]
 
 
 def _compression_of_tree(tree: Path) -> Compression | None:

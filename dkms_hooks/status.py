@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dkms_hooks import install, tree
+from dkms_hooks import dkmsconf, install, tree
 from dkms_hooks.context import Context
+from dkms_hooks.statuscache import StatusCache, StatusConf
 
 
-def _extra(ctx: Context, e: tree.Entry) -> str:
+def _extra(ctx: Context, e: tree.Entry, cache: StatusCache | None = None) -> str:
     lay = ctx.layout
-    conf = ctx.read_conf(e.module, e.version, e.kver, e.arch,
-                         str(lay.source_link(e.module, e.version) / "dkms.conf"), or_die=False)
+    conf: StatusConf | dkmsconf.ModuleConf | None = cache.get(e.module, e.version, e.kver, e.arch) if cache else None
+    if conf is None:
+        conf = ctx.read_conf(e.module, e.version, e.kver, e.arch,
+                             str(lay.source_link(e.module, e.version) / "dkms.conf"), or_die=False)
     text = ""
     if lay.original_module_dir(e.module, e.kver, e.arch).is_dir():
         text += " (Original modules exist)"
@@ -24,7 +27,7 @@ def _extra(ctx: Context, e: tree.Entry) -> str:
         if tree_mod is None:
             return text + " (Built modules are missing in the kernel modules folder)"
         if tree.is_active(lay, e.module, e.version, e.kver, e.arch):
-            loc = install.actual_dest_location(ctx, conf, e.module, m.index, e.kver, e.arch, compression)
+            loc = install.actual_dest_location(ctx, conf.modules[m.index], e.module, e.kver, e.arch, compression)
             real = None
             if loc is not None:
                 real = install.compressed_or_uncompressed(Path(f"{lay.install_tree}/{e.kver}{loc}"), m.dest_name,
@@ -53,7 +56,8 @@ def collect(ctx: Context, module: str, version: str, kver: str, arch: str) -> li
     return entries
 
 
-def status_lines(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
+def status_lines(ctx: Context, module: str, version: str, kver: str, arch: str,
+                 cache: StatusCache | None = None) -> None:
     console = ctx.console
     for e in tree.status_entries(ctx.layout, module, version, kver, arch):
         if e.state is tree.State.broken:
@@ -64,14 +68,18 @@ def status_lines(ctx: Context, module: str, version: str, kver: str, arch: str) 
             console.print(f"{e.module}/{e.version}: added")
         else:
             with ctx.subshell():
-                suffix = _extra(ctx, e)
+                suffix = _extra(ctx, e, cache)
             console.print(f"{e.module}/{e.version}, {e.kver}, {e.arch}: {e.state}{suffix}")
 
 
 def show_status(ctx: Context) -> None:
     o = ctx.options
-    if not o.kernels:
-        status_lines(ctx, o.module, o.version, "", o.arches[0] if o.arches else "")
-        return
-    for i, k in enumerate(o.kernels):
-        status_lines(ctx, o.module, o.version, k, o.arches[i] if i < len(o.arches) else "")
+    cache = StatusCache(ctx)
+    try:
+        if not o.kernels:
+            status_lines(ctx, o.module, o.version, "", o.arches[0] if o.arches else "", cache)
+            return
+        for i, k in enumerate(o.kernels):
+            status_lines(ctx, o.module, o.version, k, o.arches[i] if i < len(o.arches) else "", cache)
+    finally:
+        cache.save()

@@ -69,8 +69,12 @@ def is_active(layout: Layout, module: str, version: str, kver: str, arch: str) -
     if not (module and version and kver and arch):
         return False
     link = layout.active_link(module, kver, arch)
-    if not link.is_symlink():
+    try:
+        target = os.readlink(link)
+    except OSError:
         return False
+    if target == f"{version}/{kver}/{arch}":
+        return True  # what dkms writes; anything else is compared the long way
     return os.path.realpath(link) == os.path.realpath(layout.built_dir(module, version, kver, arch))
 
 
