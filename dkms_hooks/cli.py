@@ -277,8 +277,23 @@ def run_event(ctx: Context, event_args: list[str]) -> int:
         return engine.handle(ctx, event, pm)
 
 
+def _report_rss() -> None:
+    # DKMS_HOOKS_REPORT_RSS=1: our own peak memory, not our compilers' (for bench/)
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                kb = int(line.split()[1])
+                print(f"dkms-hooks peak RSS: {kb / 1024:.0f} MB", file=sys.stderr)
+    except OSError:
+        pass
+
+
 def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
          env: dict[str, str] | None = None) -> int:
+    if os.environ.get("DKMS_HOOKS_REPORT_RSS") and argv is None:
+        import atexit
+
+        atexit.register(_report_rss)
     args = list(sys.argv[1:] if argv is None else argv)
     if console is None and argv is None:
         # `dkms status | head` ends quietly, as shell tools do
