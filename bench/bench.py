@@ -57,6 +57,7 @@ def kernels() -> list[str]:
 
 def reset() -> None:
     shutil.rmtree("/var/lib/dkms", ignore_errors=True)
+    Path("/var/lib/dkms").mkdir()  # upstream refuses to add into a tree that does not exist
     for k in kernels():
         shutil.rmtree(f"/lib/modules/{k}/updates", ignore_errors=True)
     for d in Path("/usr/src").glob("bench*"):
