@@ -16,13 +16,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 from fabricate import fabricate  # noqa: E402
 
-OURS = [sys.executable, "-m", "dkms_hooks"]
+OURS = [os.environ["DKMS_HOOKS_BENCH_DKMS"]] if os.environ.get("DKMS_HOOKS_BENCH_DKMS") else [
+    sys.executable, "-m", "dkms_hooks"]
 UPSTREAM = ["/usr/sbin/dkms"]
 QUICK = "--quick" in sys.argv
 REPS = 1 if QUICK else 3
 MODULES = 6
 STATUS_MODULES = 10 if QUICK else 50
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "DEBIAN_FRONTEND": "noninteractive"}
+ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+if not os.environ.get("DKMS_HOOKS_BENCH_DKMS"):
+    ENV["PYTHONPATH"] = str(REPO)
 C = """#include <linux/module.h>
 static int __init m_init(void) {{ pr_info("{name}\\n"); return 0; }}
 static void __exit m_exit(void) {{ }}

@@ -3,7 +3,6 @@ codes in one place."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import traceback
@@ -245,7 +244,10 @@ def _build_context(parsed: cmdline.Parsed, console: Console, env: dict[str, str]
                   hooks=hooks, addon_modules_dir=addon)
     jobs = o.parallel_jobs if o.parallel_jobs is not None else framework.get("parallel_jobs", "")
     if not jobs:
-        jobs = str(hooks.jobs) if hooks.jobs else settings.nproc(env)
+        # upstream asks nproc(1); `dkms conf` does too, so a pinned nproc shows in the values it
+        # prints; everything else takes the same number from the CPU affinity, without a process
+        cpus = settings.nproc(env) if o.action == "conf" else str(len(os.sched_getaffinity(0)))
+        jobs = str(hooks.jobs) if hooks.jobs else cpus
     ctx.parallel_jobs = "" if jobs == "0" else jobs
     return ctx
 
@@ -308,7 +310,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
         args, event_args = split
     parsed = cmdline.parse(args)
     debug = parsed.debug
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
+    run.DEBUG = debug
     try:
         for kind, text in parsed.events:
             if kind == "quiet":

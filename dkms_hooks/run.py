@@ -5,7 +5,6 @@ argv lists only; a shell is started only to run text that upstream evaluates as 
 
 from __future__ import annotations
 
-import logging
 import os
 import shlex
 import subprocess
@@ -16,7 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-log = logging.getLogger("dkms_hooks.run")
+#: set by --debug: every command is shown on stderr before it runs
+DEBUG = False
+
+
+def _debug(text: str) -> None:
+    if DEBUG:
+        print(text, file=sys.stderr, flush=True)
 
 PathString = str | os.PathLike[str]
 DEVNULL = subprocess.DEVNULL
@@ -52,7 +57,7 @@ def run(
     """Run argv and wait. stdout is captured (text) unless redirected; a non-zero exit is
     returned, not raised, because most callers map it to one of upstream's exit codes."""
     cmd = tuple(os.fspath(a) for a in argv)
-    log.debug("+ %s", shlex.join(cmd))
+    _debug(f"+ {shlex.join(cmd)}")
     sys.stdout.flush()
     sys.stderr.flush()
     start = time.monotonic()
@@ -76,14 +81,14 @@ def run(
         raise ToolMissing(cmd[0]) from e
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
-        log.debug('"%s" returned non-zero exit code %d.', shlex.join(cmd), proc.returncode)
+        _debug(f'"{shlex.join(cmd)}" returned non-zero exit code {proc.returncode}.')
     return Result(cmd, proc.returncode, proc.stdout if isinstance(proc.stdout, str) else "", elapsed)
 
 
 def run_bytes(argv: Sequence[PathString]) -> bytes | None:
     """Run argv and return its binary stdout, or None when it fails."""
     cmd = [os.fspath(a) for a in argv]
-    log.debug("+ %s", shlex.join(cmd))
+    _debug(f"+ {shlex.join(cmd)}")
     try:
         proc = subprocess.run(cmd, stdin=DEVNULL, stdout=PIPE, stderr=DEVNULL, check=False)
     except FileNotFoundError as e:
