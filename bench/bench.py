@@ -160,8 +160,13 @@ def main() -> None:
     print(f"  floor: raw make {raw_total:.1f} s / {budget} jobs + one depmod per kernel = {floor:.1f} s; "
           f"ours is {median(us) / floor:.2f}x the floor", flush=True)
 
-    # 2. status, every module built and installed on every kernel
+    # 2. status, every module built and installed on every kernel, at two sizes (linearity)
     reset()
+    small = max(STATUS_MODULES // 5, 2)
+    fabricate(Path("/"), ks, small, OURS)
+    up_small = median([timed([*UPSTREAM, "status"])[0] for _ in range(REPS)])
+    us_small = median([timed([*OURS, "status"])[0] for _ in range(REPS + 2)])
+    results.append((f"status, {small} modules x {len(ks)} kernels", up_small, us_small))
     fabricate(Path("/"), ks, STATUS_MODULES, OURS)
     up, us = [], []
     for _ in range(REPS + 2):
