@@ -8,6 +8,7 @@ import enum
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,6 +109,8 @@ class Engine:
         self.tx = Transaction()
         self.done: set[tuple[str, str, str]] = set()
         self.queue: list[tuple[str, str, str, str]] = []
+        #: depmod already run while other jobs were building: kernel -> exit code
+        self.early_depmod: dict[str, int] = {}
         self._deps: dict[tuple[str, str], list[str]] = {}
         ctx.depmod_batch = set()
 
@@ -223,9 +226,38 @@ class Engine:
         def blocked(job: tuple[str, str, str, str], results: list[int]) -> bool:
             return False  # a failed dependency fails the build itself (BUILD_DEPENDS, exit 13)
 
+        # A kernel's depmod starts as soon as its last job is done, in the same budget, while
+        # other kernels still build (the kernel with an installed module tree, whose depmod
+        # is slow, is the newest and so finishes first).
+        left = {k: sum(1 for j in jobs if j[2] == k) for _, _, k, _ in jobs}
+        lock = threading.Lock()
+        early: list[threading.Thread] = []
+
+        def depmod_now(kver: str) -> None:
+            jobserver.acquire()
+            try:
+                self.early_depmod[kver] = depmod.do_depmod(ctx.fork(scheduler.BufferConsole(True)), kver)
+            finally:
+                jobserver.release()
+
+        def on_done(i: int, code: int) -> None:
+            kver = jobs[i][2]
+            batch = ctx.depmod_batch
+            with lock:
+                left[kver] -= 1
+                start = left[kver] == 0 and batch is not None and kver in batch
+                if start and batch is not None:
+                    batch.discard(kver)
+            if start:
+                t = threading.Thread(target=depmod_now, args=(kver,), daemon=True)
+                early.append(t)
+                t.start()
+
         try:
             scheduler.run_jobs(jobs, lambda i: deps[i], run_one, budget=ctx.budget(), console=ctx.console,
-                               jobserver=jobserver, blocked=blocked)
+                               jobserver=jobserver, blocked=blocked, on_done=on_done)
+            for t in early:
+                t.join()
         finally:
             jobserver.close()
 
@@ -316,11 +348,13 @@ class Engine:
     def finish(self, *, initramfs_follows: bool) -> int:
         self.run_queued()
         ctx = self.ctx
-        batch = sorted(ctx.depmod_batch or (), key=version_sort_key, reverse=True)
+        pending = set(ctx.depmod_batch or ())
+        batch = sorted(pending | set(self.early_depmod), key=version_sort_key, reverse=True)
         ctx.depmod_batch = None
         for kver in batch:
             ctx.console.print(f"Running depmod for {kver}...", end="")
-            rc = depmod.do_depmod(ctx, kver)
+            # a kernel changed again after its early depmod gets a fresh one
+            rc = depmod.do_depmod(ctx, kver) if kver in pending else self.early_depmod[kver]
             ctx.console.print(" done." if rc == 0 else f" failed (exit {rc}).")
             if rc != 0:
                 self.tx.notes.append(f"kernel {kver}: depmod failed with exit {rc}")

@@ -102,6 +102,7 @@ def run_jobs(
     console: Console,
     jobserver: JobServer,
     blocked: Callable[[J, list[int]], bool] | None = None,
+    on_done: Callable[[int, int], None] | None = None,
 ) -> list[int | None]:
     """Run ``jobs`` (each after the jobs ``deps(i)`` names) at most ``budget`` at a time.
     Returns each job's exit code; None for a job not run because ``blocked`` said so."""
@@ -128,6 +129,8 @@ def run_jobs(
             code = run_one(slot.job, slot.console or BufferConsole())
         except BaseException:  # the job runner reports its own errors; never lose a token
             code = 70
+        if on_done is not None:
+            on_done(i, code)
         with lock:
             slot.result = code
             running -= 1
