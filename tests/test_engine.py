@@ -102,3 +102,27 @@ def test_work_queued_inside_apt_runs_once_at_post_invoke(sandbox: Sandbox) -> No
     assert res.stdout.count("==> queued/1.0 for kernel") == 1
     assert not (sandbox.dkms_tree / ".dkms-hooks/queue").exists()
     assert sandbox.event("apt", "post-invoke").output == ""
+
+
+def test_adapters_parse_targets() -> None:
+    import io
+
+    from dkms_hooks.adapters import pacman, registration_of, rpm
+    from dkms_hooks.events import EventKind
+    from dkms_hooks.paths import Layout
+
+    lay = Layout()
+    assert registration_of("/usr/src/nvidia-srv-550.1") == "nvidia-srv/550.1"
+    assert registration_of("/usr/src/nodash") is None
+    ev = pacman.dkms_parse_event(source="pacman", argv=["remove"], env={}, layout=lay,
+                                 stdin=io.StringIO("usr/src/foo-bar-1.2/dkms.conf\n"))
+    assert ev is not None and (ev.kind, ev.modules) == (EventKind.source_removed, ("foo-bar/1.2",))
+    ev = pacman.dkms_parse_event(source="pacman", argv=["install"], env={}, layout=lay,
+                                 stdin=io.StringIO("usr/lib/modules/6.9.1-arch1/build/include/\n"))
+    assert ev is not None and (ev.kind, ev.kernels) == (EventKind.kernel_added, ("6.9.1-arch1",))
+    ev = rpm.dkms_parse_event(source="rpm", argv=["filetrigger-un"], env={}, layout=lay,
+                              stdin=io.StringIO("/usr/src/zfs-2.2.4\n/usr/src/zfs-2.2.4/dkms.conf\n"))
+    assert ev is not None and ev.modules == ("zfs/2.2.4",)
+    ev = rpm.dkms_parse_event(source="rpm", argv=["preun", "zfs", "2.2.4", "1"], env={}, layout=lay,
+                              stdin=io.StringIO(""))
+    assert ev is not None and ev.kind is EventKind.nothing  # an upgrade: %posttrans handles it

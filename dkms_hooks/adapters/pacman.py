@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from dkms_hooks import hookimpl
+from dkms_hooks.adapters import registration_of
 from dkms_hooks.events import Event, EventKind
 from dkms_hooks.paths import Layout
 
@@ -43,16 +44,6 @@ def dkms_parse_event(source: str, argv: Sequence[str], env: Mapping[str, str], s
     if verb == "remove":
         if kernels:
             return Event(EventKind.kernel_removed, tuple(kernels), source=source)
-        return Event(EventKind.source_removed, modules=tuple(_names(sources)), source=source)
+        names = [r for s in sources if (r := registration_of(s))]
+        return Event(EventKind.source_removed, modules=tuple(names), source=source)
     return Event(EventKind.nothing, source=source)
-
-
-def _names(sources: list[str]) -> list[str]:
-    # a source directory being removed: its registration is name/version from the directory name
-    out = []
-    for s in sources:
-        base = s.rstrip("/").rsplit("/", 1)[-1]
-        name, _, version = base.rpartition("-")
-        if name and version:
-            out.append(f"{name}/{version}")
-    return out

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from dkms_hooks import hookimpl
+from dkms_hooks.adapters import registration_of
 from dkms_hooks.events import Event, EventKind
 from dkms_hooks.paths import Layout
 
@@ -44,11 +45,6 @@ def dkms_parse_event(source: str, argv: Sequence[str], env: Mapping[str, str], s
         dirs = [d for d in _source_dirs(stdin.read(), layout)]
         return Event(EventKind.source_added, modules=tuple(dirs), source=source)
     if verb == "filetrigger-un":
-        names = []
-        for d in _source_dirs(stdin.read(), layout):
-            base = d.rsplit("/", 1)[-1]
-            name, _, version = base.rpartition("-")
-            if name and version:
-                names.append(f"{name}/{version}")
+        names = [r for d in _source_dirs(stdin.read(), layout) if (r := registration_of(d))]
         return Event(EventKind.source_removed, modules=tuple(names), source=source)
     return Event(EventKind.nothing, source=source)
