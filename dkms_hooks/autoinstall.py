@@ -238,13 +238,9 @@ def _unbuild_for_kernel(ctx: Context, action: str, *, autoinstall_only: bool) ->
         steps.invoke_python(ctx, f"do_depmod {kver}", "Running depmod", lambda: depmod.do_depmod(ctx, kver))
     kdir = ctx.layout.install_tree / kver
     if kdir.is_dir():
-        import os
+        from dkms_hooks import install
 
-        for dirpath, _dirs, _files in sorted(os.walk(kdir), reverse=True):
-            try:
-                os.rmdir(dirpath)  # only empty ones go
-            except OSError:
-                pass
+        install.remove_empty_dirs(kdir)
     if failed:
         raise DkmsError(14, f"dkms {action} for kernel {kver} ({arch}) failed for module(s){failed}.")
 

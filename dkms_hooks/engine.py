@@ -55,10 +55,6 @@ class Transaction:
         return [r for r in self.records if r.outcome is Outcome.failed and r.critical]
 
 
-def state_dir(ctx: Context) -> Path:
-    return ctx.layout.hooks_state
-
-
 def failed_log_path(ctx: Context, module: str, version: str, kver: str, arch: str) -> Path:
     return ctx.layout.failed_logs(module, version) / f"{kver}-{arch}.make.log"
 
@@ -408,7 +404,7 @@ class Engine:
 
 # --- queued work (a package manager transaction in progress) -------------------------------
 def _queue_dir(ctx: Context) -> Path:
-    return state_dir(ctx) / "queue"
+    return ctx.layout.hooks_state / "queue"
 
 
 def enqueue(ctx: Context, event: Event) -> None:

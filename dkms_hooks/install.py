@@ -104,7 +104,7 @@ def version_sanity(ctx: Context, conf: ModuleConf, module: str, version: str, kv
         return False
     if cmp == "==" and not force:
         ver, src = _verinfo(dkms_module)
-        same_bytes = dkms_module is not None and _same_file(kernels_module, dkms_module)
+        same_bytes = dkms_module is not None and same_file(kernels_module, dkms_module)
         if (ver + src).strip() or same_bytes:
             if ver:
                 console.eprint(f"Module {kernels_module} already installed at version {ver}, "
@@ -116,11 +116,20 @@ def version_sanity(ctx: Context, conf: ModuleConf, module: str, version: str, kv
     return True
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     try:
-        return a.read_bytes() == b.read_bytes()
+        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
     except OSError:
         return False
+
+
+def remove_empty_dirs(top: Path) -> None:
+    """Remove every empty directory under ``top`` (``top`` included), deepest first."""
+    for dirpath, _dirs, _files in sorted(os.walk(top), reverse=True):
+        try:
+            os.rmdir(dirpath)  # only empty ones go
+        except OSError:
+            pass
 
 
 def _place(src: Path, dest: Path, *, symlink: bool) -> None:
@@ -416,11 +425,7 @@ def _restore_originals(ctx: Context, name: str, backup_dir: Path, kver: str, dec
                 origin.unlink(missing_ok=True)
             else:
                 console.warn(f"Bad original location '{location}' in {origin}")
-        for dirpath, _dirs, _files in sorted(os.walk(backup_dir.parent), reverse=True):
-            try:
-                os.rmdir(dirpath)  # only empty ones go
-            except OSError:
-                pass
+        remove_empty_dirs(backup_dir.parent)
     leftover = compressed_or_uncompressed(backup_dir, name, compression) if backup_dir.is_dir() else None
     if leftover is not None:
         # archived by an older dkms that wrote no .origin record

@@ -1,7 +1,6 @@
 """Read a kernel module's .modinfo section (version, srcversion, vermagic, signer...) in
 Python: status and install compare module versions for every module, and a modinfo(8)
-process per module is what makes upstream slow. Signatures are read from the appended
-PKCS#7 trailer the same way."""
+process per module is what makes upstream slow."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from pathlib import Path
 
 from dkms_hooks import run
 
-_SIG_MAGIC = b"~Module signature appended~\n"
 
 
 def read_module_bytes(path: Path) -> bytes:
@@ -81,16 +79,3 @@ def modinfo(path: Path) -> dict[str, list[str]]:
 def first(info: dict[str, list[str]], key: str) -> str:
     vals = info.get(key)
     return vals[0] if vals else ""
-
-
-def is_signed(path: Path) -> bool:
-    try:
-        return read_module_bytes(path).endswith(_SIG_MAGIC)
-    except (OSError, ValueError, lzma.LZMAError, EOFError):
-        return False
-
-
-def version_info(path: Path) -> tuple[str, str]:
-    """(version, srcversion) as upstream's get_module_verinfo reads them from modinfo."""
-    info = modinfo(path)
-    return first(info, "version"), first(info, "srcversion")

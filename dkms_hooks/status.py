@@ -32,18 +32,9 @@ def _extra(ctx: Context, e: tree.Entry, cache: StatusCache | None = None) -> str
             if loc is not None:
                 real = install.compressed_or_uncompressed(Path(f"{lay.install_tree}/{e.kver}{loc}"), m.dest_name,
                                                           compression)
-            if real is None or not _same(tree_mod, real):
+            if real is None or not install.same_file(tree_mod, real):
                 return text + " (Differences between built and installed modules)"
     return text
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        if a.stat().st_size != b.stat().st_size:
-            return False
-        return a.read_bytes() == b.read_bytes()
-    except OSError:
-        return False
 
 
 def collect(ctx: Context, module: str, version: str, kver: str, arch: str) -> list[tree.Entry]:
