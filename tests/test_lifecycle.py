@@ -165,16 +165,23 @@ def test_missing_sign_file_gives_unsigned_module(sandbox: Sandbox) -> None:
     assert modinfo(ko, "signer") == ""
 
 
-def test_original_module_is_kept_and_restored(sandbox: Sandbox) -> None:
-    k = KERNELS[0]
-    kdir = sandbox.add_kernel(k)
-    write_module(sandbox.source_tree, "dup", "0.9")
-    sandbox.dkms("build", "dup/0.9", "-k", k, check=True)
-    built = next((sandbox.dkms_tree / f"dup/0.9/{k}/x86_64/module").glob("dup.ko*"))
-    intree = kdir / "kernel/drivers/misc" / built.name
+def plant_intree_module(sandbox: Sandbox, k: str, name: str, version: str) -> Path:
+    """Build ``name`` at ``version`` and leave only a copy of it in the kernel's own tree, as if
+    the kernel shipped it (kernel/drivers/misc/); dkms forgets it again."""
+    write_module(sandbox.source_tree, name, version)
+    sandbox.dkms("build", f"{name}/{version}", "-k", k, check=True)
+    built = next((sandbox.dkms_tree / f"{name}/{version}/{k}/x86_64/module").glob(f"{name}.ko*"))
+    intree = sandbox.install_tree / k / "kernel/drivers/misc" / built.name
     intree.parent.mkdir(parents=True)
     intree.write_bytes(built.read_bytes())
-    sandbox.dkms("remove", "dup/0.9", "--all", check=True)
+    sandbox.dkms("remove", f"{name}/{version}", "--all", check=True)
+    return intree
+
+
+def test_original_module_is_kept_and_restored(sandbox: Sandbox) -> None:
+    k = KERNELS[0]
+    sandbox.add_kernel(k)
+    intree = plant_intree_module(sandbox, k, "dup", "0.9")
 
     write_module(sandbox.source_tree, "dup", "1.0")
     res = sandbox.dkms("install", "dup/1.0", "-k", k, check=True)
@@ -192,18 +199,12 @@ def test_original_module_is_kept_and_restored(sandbox: Sandbox) -> None:
 
 def test_version_sanity_refuses_older_module(sandbox: Sandbox) -> None:
     k = KERNELS[0]
-    kdir = sandbox.add_kernel(k)
-    write_module(sandbox.source_tree, "olderm", "2.0")
-    sandbox.dkms("build", "olderm/2.0", "-k", k, check=True)
-    built = next((sandbox.dkms_tree / f"olderm/2.0/{k}/x86_64/module").glob("olderm.ko*"))
-    intree = kdir / "kernel/drivers/misc" / built.name
-    intree.parent.mkdir(parents=True)
-    intree.write_bytes(built.read_bytes())
-    sandbox.dkms("remove", "olderm/2.0", "--all", check=True)
+    sandbox.add_kernel(k)
+    intree = plant_intree_module(sandbox, k, "olderm", "2.0")
     write_module(sandbox.source_tree, "olderm", "1.0")
     res = sandbox.dkms("install", "olderm/1.0", "-k", k)
     assert res.returncode == 6
-    assert (f"Error! Module version 1.0 for olderm.ko{kconfig_compression(k) if built.suffix != '.ko' else ''}\n"
+    assert (f"Error! Module version 1.0 for olderm.ko{kconfig_compression(k) if intree.suffix != '.ko' else ''}\n"
             f"is not newer than what is already found in kernel {k} (2.0).\n") in res.stderr
     assert "Error! Installation aborted." in res.stderr
     assert intree.is_file()
