@@ -100,7 +100,7 @@ def add_module(ctx: Context, module: str = "", version: str = "") -> None:
     scripts.run_script(ctx, "post_add", conf.script("POST_ADD"), module, version)
 
 
-def _prune_empty_parents(path: Path, stop: Path) -> None:
+def prune_empty_parents(path: Path, stop: Path) -> None:
     while path != stop and stop in path.parents:
         try:
             path.rmdir()
@@ -275,9 +275,10 @@ def remove_module(ctx: Context) -> None:
     if not others:
         ctx.console.print(f"Deleting module {o.module}/{o.version} completely from the DKMS tree.")
         shutil.rmtree(vdir, ignore_errors=True)
-        for own in (lay.failed_logs(o.module, o.version), lay.saved_conf(o.module, o.version).parent):
+        for own in (lay.failed_logs(o.module, o.version), lay.saved_conf(o.module, o.version).parent,
+                    lay.private_build_dir(o.module, o.version, "k", "a").parent):
             shutil.rmtree(own, ignore_errors=True)
-            _prune_empty_parents(own.parent, lay.dkms_tree)
+            prune_empty_parents(own.parent, lay.dkms_tree)
     mdir = lay.module_dir(o.module)
     if mdir.is_dir() and not any(mdir.iterdir()):
         shutil.rmtree(mdir, ignore_errors=True)

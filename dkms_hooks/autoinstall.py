@@ -158,6 +158,7 @@ def _run_parallel(ctx: Context, to_install: list[tuple[str, str]], depends: dict
         finally:
             ctx.console = real
     jobserver = scheduler.JobServer(ctx.budget())
+    ctx.conf_memo = {}
 
     def run_one(job: tuple[str, str], console: scheduler.BufferConsole) -> int:
         m, v = job

@@ -78,6 +78,20 @@ def _compress(ctx: Context, comp: Compression, path: Path) -> Path | None:
     return out if res.returncode == 0 and out.exists() else None
 
 
+def private_build_dir(ctx: Context, conf: ModuleConf, module: str, version: str, kver: str,
+                       arch: str) -> Path | None:
+    """A build directory of this kernel's own, when nothing in the dkms.conf can depend on
+    the shared one: no build scripts (they may name it), and a make command that names no
+    path in the module's tree other than the build directory itself."""
+    if not ctx.private_builds or conf.script("PRE_BUILD") or conf.script("POST_BUILD"):
+        return None
+    shared = os.fspath(ctx.layout.build_dir(module, version))
+    rest = conf.make_command.replace(shared, "")
+    if "$" in rest or os.fspath(ctx.layout.version_dir(module, version)) in rest:
+        return None
+    return ctx.layout.private_build_dir(module, version, kver, arch)
+
+
 def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
     from dkms_hooks import actions
 
@@ -115,6 +129,11 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
         )
     signing.prepare_kernel_and_signing(ctx, kver, arch)
     sign = ctx.signing
+    private = private_build_dir(ctx, conf, module, version, kver, arch)
+    make_command = conf.make_command
+    if private is not None:
+        make_command = make_command.replace(os.fspath(build_dir), os.fspath(private))
+        build_dir, build_log = private, private / "make.log"
 
     env = ctx.build_env()
     _compiler_env(ctx, kernel, env)
@@ -137,6 +156,7 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
             )
 
     shutil.rmtree(build_dir, ignore_errors=True)
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
     _copy_tree(Path(os.path.realpath(source_dir)), build_dir)
     etc_patches = lay.script_override_dir(module) / "patches"
     if etc_patches.is_dir():
@@ -161,7 +181,6 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
     scripts.run_script(ctx, "pre_build", conf.script("PRE_BUILD"), module, version, logfile=build_log,
                        variables=variables)
 
-    make_command = conf.make_command
     if make_command.startswith("make"):
         # beside other builds, make takes its jobs from the shared jobserver instead of -jN
         jobs = "" if ctx.jobserver is not None else f" -j{ctx.parallel_jobs}"
@@ -221,6 +240,8 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
     except OSError:
         pass
     shutil.rmtree(build_dir, ignore_errors=True)
+    if private is not None:
+        actions.prune_empty_parents(private.parent, lay.hooks_state)
 
     if conf.build_depends_rebuild and not ctx.options.force:
         for dep in conf.build_depends:
@@ -234,12 +255,13 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
 
 def _mkdtemp(parent: Path, prefix: str) -> str:
     """mktemp -d with upstream's six random characters (its suite normalises exactly six)."""
-    import secrets
     import string
 
     alphabet = string.ascii_letters + string.digits
     for _ in range(100):
-        path = parent / (prefix + "".join(secrets.choice(alphabet) for _ in range(6)))
+        # os.urandom rather than secrets: the name only has to be unpredictable, and
+        # secrets' import (hmac, hashlib) costs more than the rest of a build's start-up
+        path = parent / (prefix + "".join(alphabet[b % len(alphabet)] for b in os.urandom(6)))
         try:
             path.mkdir(mode=0o700)
             return os.fspath(path)

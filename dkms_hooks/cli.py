@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -372,6 +371,8 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
         return 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback for users
         if debug:
+            import traceback
+
             traceback.print_exc()
         console.error(f"internal error: {e.__class__.__name__}: {e}",
                       "Run again with --debug for details, and please report it.")

@@ -95,6 +95,13 @@ class Context:
     jobserver: Any = None
     #: signing prepared once per kernel for a whole transaction (events), shared by its jobs
     presigned: dict[str, Signing] = field(default_factory=dict)
+    #: in a transaction of many jobs: builds that allow it run in a directory of their own
+    #: per kernel, so one module builds for several kernels at once
+    private_builds: bool = False
+    #: in a transaction of many jobs: every dkms.conf read so far, shared by the jobs, so that
+    #: checks that look at every module (BUILD_DEPENDS_REBUILD) do not re-run bash per job.
+    #: Keyed on the files' identity and the kernel, so an edited file is read again.
+    conf_memo: dict[tuple[object, ...], dkmsconf.ModuleConf] | None = None
 
     def fork(self, console: Console) -> Context:
         """A context for one job running beside others: its own console and the state
@@ -201,8 +208,12 @@ class Context:
         if not os.access(conf_file, os.R_OK):
             raise DkmsError(4, "Could not locate dkms.conf file.", f"File: {conf_file} does not exist.")
         key = (module, version, kver, arch, os.path.realpath(conf_file))
+        memo_key = self._memo_key(key) if self.conf_memo is not None else None
         if self.last_conf_key == key and self.last_conf is not None:
             conf = self.last_conf
+        elif memo_key is not None and self.conf_memo is not None and memo_key in self.conf_memo:
+            conf = self.conf_memo[memo_key]
+            self.last_conf_key, self.last_conf = key, conf
         else:
             kernel = self.kernel(kver, arch)
             files = [Path(conf_file), *self.layout.conf_overrides(module, version, kver, arch)]
@@ -228,6 +239,9 @@ class Context:
             self.print_diagnostics(conf.diagnostics)
             if conf.ok:
                 self.last_conf_key, self.last_conf = key, conf
+                # one that printed warnings is read again, so its warnings show as often as before
+                if memo_key is not None and self.conf_memo is not None and not conf.diagnostics:
+                    self.conf_memo[memo_key] = conf
         ok = conf.ok
         if ok and strict:
             diags, ok = dkmsconf.strict_checks(conf)
@@ -236,6 +250,22 @@ class Context:
             shown = path or self.options.conf
             raise DkmsError(8, "Bad conf file.", f"File: {shown} does not represent a valid dkms.conf file.")
         return conf
+
+    def _memo_key(self, key: tuple[str, ...]) -> tuple[object, ...] | None:
+        module, version, kver, arch, conf_file = key
+        try:
+            st = os.stat(conf_file)
+        except OSError:
+            return None
+        ids: list[object] = [(st.st_ino, st.st_mtime_ns, st.st_size)]
+        for f in self.layout.conf_overrides(module, version, kver, arch):
+            try:
+                st = f.stat()
+                ids.append((os.fspath(f), st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                pass  # absent overrides are the common case
+        o = self.options
+        return (*key, *ids, tuple(o.directives), o.kernel_source_dir, o.kernel_config)
 
     def build_env(self) -> dict[str, str]:
         env = {k: v for k, v in self.env.items() if k not in ("CC", "CXX", "CFLAGS", "CXXFLAGS", "LDFLAGS")}

@@ -62,7 +62,9 @@ def failed_log_path(ctx: Context, module: str, version: str, kver: str, arch: st
 def keep_failed_log(ctx: Context, module: str, version: str, kver: str, arch: str) -> Path | None:
     """A failed build leaves make.log in the module's one build directory, where the next
     kernel's build overwrites it: keep a copy per kernel."""
-    src = ctx.layout.build_dir(module, version) / "make.log"
+    src = ctx.layout.private_build_dir(module, version, kver, arch) / "make.log"
+    if not src.is_file():
+        src = ctx.layout.build_dir(module, version) / "make.log"
     if not src.is_file():
         return None
     dest = failed_log_path(ctx, module, version, kver, arch)
@@ -109,6 +111,7 @@ class Engine:
         self.early_depmod: dict[str, int] = {}
         self._deps: dict[tuple[str, str], list[str]] = {}
         ctx.depmod_batch = set()
+        ctx.conf_memo = {}
 
     # --- jobs --------------------------------------------------------------------------
     def _critical(self, module: str) -> bool:
@@ -185,7 +188,8 @@ class Engine:
 
     def run_queued(self) -> None:
         """Run the queued jobs: one graph for the whole transaction. A module's BUILD_DEPENDS
-        come before it on each kernel; one module's jobs run one after another (they share
+        come before it on each kernel; a module's jobs for several kernels run side by side
+        when each can build in a directory of its own, else one after another (they share
         its build directory); everything else runs side by side in the job budget."""
         from dkms_hooks import scheduler
 
@@ -193,9 +197,12 @@ class Engine:
         if not jobs:
             return
         ctx = self.ctx
+        parallel = ctx.budget() > 1 and len(jobs) > 1
+        ctx.private_builds = parallel
+        private = [parallel and self._private_ok(*job) for job in jobs]
         deps: list[set[int]] = []
         for i, (m, v, kver, arch) in enumerate(jobs):
-            d = {j for j in range(i) if jobs[j][0] == m}
+            d = {j for j in range(i) if jobs[j][0] == m and not (private[i] and private[j])}
             conf_deps = self._deps.get((m, kver), [])
             d |= {j for j in range(i) if jobs[j][2] == kver and jobs[j][0] in conf_deps}
             deps.append(d)
@@ -208,7 +215,7 @@ class Engine:
                         ctx.presigned[f"{kver}/{arch}"] = ctx.signing
                 except DkmsError as e:
                     autoinstall.report(ctx, e)
-        if ctx.budget() <= 1 or len(jobs) == 1:
+        if not parallel:
             for m, v, kver, arch in jobs:
                 self._run_job(ctx, m, v, kver, arch)
             return
@@ -256,6 +263,23 @@ class Engine:
                 t.join()
         finally:
             jobserver.close()
+            ctx.private_builds = False
+
+    def _private_ok(self, module: str, version: str, kver: str, arch: str) -> bool:
+        from dkms_hooks import build
+
+        from dkms_hooks import scheduler
+
+        ctx = self.ctx
+        real, ctx.console = ctx.console, scheduler.BufferConsole(quiet=True)  # its job prints any warnings
+        try:
+            with ctx.subshell():
+                conf = ctx.read_conf(module, version, kver, arch, or_die=False)
+        except DkmsError:
+            return False
+        finally:
+            ctx.console = real
+        return conf.ok and build.private_build_dir(ctx, conf, module, version, kver, arch) is not None
 
     def unbuild_for_kernel(self, kver: str, *, autoinstall_only: bool) -> None:
         self.run_queued()  # events keep their order

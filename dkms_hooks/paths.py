@@ -105,6 +105,10 @@ class Layout:
         (its package removed first) can still be uninstalled cleanly."""
         return self.hooks_state / "conf" / module / version / "dkms.conf"
 
+    def private_build_dir(self, module: str, version: str, kver: str, arch: str) -> Path:
+        """Where one kernel's build runs when several kernels build the same module at once."""
+        return self.hooks_state / "build" / module / version / f"{kver}-{arch}"
+
     def failed_logs(self, module: str, version: str) -> Path:
         return self.hooks_state / "failed" / module / version
 

@@ -82,6 +82,7 @@ def run(
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
         _debug(f'"{shlex.join(cmd)}" returned non-zero exit code {proc.returncode}.')
+    _debug(f"  ({elapsed:.3f} s)")
     return Result(cmd, proc.returncode, proc.stdout if isinstance(proc.stdout, str) else "", elapsed)
 
 

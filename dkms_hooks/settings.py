@@ -15,11 +15,6 @@ from pathlib import Path
 from dkms_hooks import bashconf
 from dkms_hooks.paths import Layout
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 NONSIGNING = ["source_tree", "dkms_tree", "install_tree", "tmp_location", "verbose", "symlink_modules", "autoinstall_all_kernels", "modprobe_on_install", "parallel_jobs", "compress_gzip_opts", "compress_xz_opts", "compress_zstd_opts", "build_environment", "post_transaction"]
 SIGNING = ["sign_file", "mok_signing_key", "mok_certificate", "try_sign_modules"]
 #: upstream sets these before reading framework.conf, so the environment cannot change them
@@ -76,6 +71,11 @@ class SettingsError(Exception):
 def load_hooks_settings(path: Path) -> HooksSettings:
     if not path.exists():
         return HooksSettings()
+    # imported only when there is a file to read: most runs have none
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:

@@ -126,3 +126,40 @@ def test_adapters_parse_targets() -> None:
     ev = rpm.dkms_parse_event(source="rpm", argv=["preun", "zfs", "2.2.4", "1"], env={}, layout=lay,
                               stdin=io.StringIO(""))
     assert ev is not None and ev.kind is EventKind.nothing  # an upgrade: %posttrans handles it
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(len(KERNELS) < 2, reason="needs headers for two kernels")
+def test_one_module_builds_for_several_kernels_at_once(sandbox: Sandbox) -> None:
+    """Each kernel's build runs in a directory of its own, so one module's builds overlap;
+    a module whose dkms.conf has build scripts keeps the shared directory and its order."""
+    ks = KERNELS[:2]
+    for k in ks:
+        sandbox.add_kernel(k, installed=False)
+    (sandbox.etc / "dkms-hooks.toml").write_text("jobs = 2\n")
+    marks = sandbox.root / "marks"
+    marks.mkdir()
+    src = write_module(sandbox.source_tree, "twice")
+    # while one kernel's make reads the Makefile it looks for the other one in flight
+    (src / "Makefile").write_text(
+        "obj-m := twice.o\n"
+        f"$(shell mkdir -p {marks}/in-$(KERNELRELEASE); sleep 2; ls {marks} >> {marks}/seen-$(KERNELRELEASE); "
+        f"rmdir {marks}/in-$(KERNELRELEASE))\n")
+    scripted = write_module(sandbox.source_tree, "scripted")
+    (scripted / "post.sh").write_text("#!/bin/sh\ntrue\n")
+    (scripted / "post.sh").chmod(0o755)
+    with open(scripted / "dkms.conf", "a") as conf:
+        conf.write('POST_BUILD="post.sh"\n')
+    res = sandbox.event("apt", "trigger")
+    assert res.returncode == 0, res.output
+    seen = {k: (marks / f"seen-{k}").read_text() for k in ks}
+    assert any(f"in-{other}" in seen[k] for k in ks for other in ks if other != k), seen
+    for k in ks:
+        for name in ("twice", "scripted"):
+            assert f"  installed  {name}/1.0, {k}\n" in res.stdout
+        private = sandbox.dkms_tree / f".dkms-hooks/build/twice/1.0/{k}-x86_64"
+        assert str(private) in (sandbox.dkms_tree / f"twice/1.0/{k}/x86_64/log/make.log").read_text()
+        shared = sandbox.dkms_tree / "scripted/1.0/build"
+        assert str(shared) in (sandbox.dkms_tree / f"scripted/1.0/{k}/x86_64/log/make.log").read_text()
+    # nothing left behind once the builds are done
+    assert not (sandbox.dkms_tree / ".dkms-hooks/build").exists()
