@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from dkms_hooks import build, install, scripts, steps, tree
+from dkms_hooks.console import Console
 from dkms_hooks.context import Context
 from dkms_hooks.errors import DkmsError
 
@@ -224,14 +226,75 @@ def _pairs(ctx: Context) -> list[tuple[str, str]]:
     return list(zip(o.kernels, o.arches))
 
 
+def _each_kernel(ctx: Context, step: Callable[[Context, str, str, str, str], None]) -> None:
+    """Run ``step`` for every requested kernel: one after another as upstream does, or,
+    given several kernels and a job budget, side by side (each kernel's build in its own
+    directory when the dkms.conf allows), printing what each printed in the order a serial
+    run would have. The first failure, in that order, is the run's error; the other
+    kernels' work is done and kept."""
+    pairs = _pairs(ctx)
+    m, v = ctx.options.module, ctx.options.version
+    if len(pairs) < 2 or ctx.budget() <= 1:
+        for k, a in pairs:
+            step(ctx, m, v, k, a)
+        return
+    from dkms_hooks import scheduler
+
+    errors: dict[int, DkmsError] = {}
+    jobserver = scheduler.JobServer(ctx.budget())
+    ctx.private_builds = True
+    ctx.conf_memo = {}
+
+    def run_one(i: int, console: scheduler.BufferConsole) -> int:
+        job_ctx = ctx.fork(console)
+        job_ctx.jobserver = jobserver
+        try:
+            step(job_ctx, m, v, *pairs[i])
+        except DkmsError as e:
+            errors[i] = e
+            return e.code or 1
+        return 0
+
+    # the same module for several kernels: without a build directory of its own, a
+    # kernel's build waits for the previous one (they would share the upstream one)
+    def deps(i: int) -> set[int]:
+        return set() if own_build_dir(ctx, m, v, *pairs[i]) else set(range(i))
+
+    try:
+        scheduler.run_jobs(list(range(len(pairs))), deps, run_one, budget=ctx.budget(), console=ctx.console,
+                           jobserver=jobserver, blocked=lambda job, results: False)
+    finally:
+        jobserver.close()
+        ctx.private_builds = False
+        ctx.conf_memo = None
+    if errors:
+        raise errors[min(errors)]
+
+
+def own_build_dir(ctx: Context, module: str, version: str, kver: str, arch: str) -> bool:
+    real, ctx.console = ctx.console, _quiet_console()  # the job itself prints any warnings
+    try:
+        with ctx.subshell():
+            conf = ctx.read_conf(module, version, kver, arch, or_die=False)
+    except DkmsError:
+        return False
+    finally:
+        ctx.console = real
+    return conf.ok and build.private_build_dir(ctx, conf, module, version, kver, arch) is not None
+
+
+def _quiet_console() -> Console:
+    from dkms_hooks.scheduler import BufferConsole
+
+    return BufferConsole(quiet=True)
+
+
 def build_module(ctx: Context) -> None:
-    for k, a in _pairs(ctx):
-        maybe_build(ctx, ctx.options.module, ctx.options.version, k, a)
+    _each_kernel(ctx, maybe_build)
 
 
 def install_module(ctx: Context) -> None:
-    for k, a in _pairs(ctx):
-        maybe_install(ctx, ctx.options.module, ctx.options.version, k, a)
+    _each_kernel(ctx, maybe_install)
 
 
 def uninstall_module(ctx: Context) -> None:

@@ -199,7 +199,7 @@ class Engine:
         ctx = self.ctx
         parallel = ctx.budget() > 1 and len(jobs) > 1
         ctx.private_builds = parallel
-        private = [parallel and self._private_ok(*job) for job in jobs]
+        private = [parallel and actions.own_build_dir(ctx, *job) for job in jobs]
         deps: list[set[int]] = []
         for i, (m, v, kver, arch) in enumerate(jobs):
             d = {j for j in range(i) if jobs[j][0] == m and not (private[i] and private[j])}
@@ -264,22 +264,6 @@ class Engine:
         finally:
             jobserver.close()
             ctx.private_builds = False
-
-    def _private_ok(self, module: str, version: str, kver: str, arch: str) -> bool:
-        from dkms_hooks import build
-
-        from dkms_hooks import scheduler
-
-        ctx = self.ctx
-        real, ctx.console = ctx.console, scheduler.BufferConsole(quiet=True)  # its job prints any warnings
-        try:
-            with ctx.subshell():
-                conf = ctx.read_conf(module, version, kver, arch, or_die=False)
-        except DkmsError:
-            return False
-        finally:
-            ctx.console = real
-        return conf.ok and build.private_build_dir(ctx, conf, module, version, kver, arch) is not None
 
     def unbuild_for_kernel(self, kver: str, *, autoinstall_only: bool) -> None:
         self.run_queued()  # events keep their order

@@ -4,12 +4,15 @@ when none exists), as upstream prepares them once per kernel."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from dkms_hooks import run, settings
 from dkms_hooks.context import Context, Signing
 from dkms_hooks.errors import DkmsError
 from dkms_hooks.kernel import KernelTarget
+
+_GENERATING = threading.Lock()
 
 
 def running_in_chroot(env: dict[str, str]) -> bool:
@@ -166,15 +169,17 @@ def prepare_mok(ctx: Context, values: dict[str, str], kernel: KernelTarget | Non
     if not cert:
         cert = os.fspath(ctx.layout.mok_cert)
     out(f"Public certificate (MOK): {cert}")
-    if not key.startswith("pkcs11:") and not (os.path.isfile(key) and os.path.isfile(cert)):
-        out("Certificate or key are missing, generating self signed certificate for MOK...")
-        if not run.which("openssl", ctx.env):
-            out("openssl not found, can't generate key and certificate.")
-            return None
-        generate_pair(ctx, Path(key), Path(cert))
-        if not os.path.isfile(key):
-            out(f"Key file {key} not found and can't be generated, modules won't be signed")
-            return None
+    # kernels built side by side must not generate two pairs and keep half of each
+    with _GENERATING:
+        if not key.startswith("pkcs11:") and not (os.path.isfile(key) and os.path.isfile(cert)):
+            out("Certificate or key are missing, generating self signed certificate for MOK...")
+            if not run.which("openssl", ctx.env):
+                out("openssl not found, can't generate key and certificate.")
+                return None
+            generate_pair(ctx, Path(key), Path(cert))
+            if not os.path.isfile(key):
+                out(f"Key file {key} not found and can't be generated, modules won't be signed")
+                return None
     if not os.path.isfile(cert):
         out(f"Certificate file {cert} not found and can't be generated, modules won't be signed")
         return None

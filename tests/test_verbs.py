@@ -131,3 +131,37 @@ def test_concurrent_runs_on_one_tree_serialise(sandbox: Sandbox) -> None:
     dep = (sandbox.install_tree / k / "modules.dep").read_text()
     assert all(f"updates/dkms/{n}.ko" in dep for n in names)
 
+
+
+@pytest.mark.skipif(len(KERNELS) < 2, reason="needs headers for two kernels")
+def test_several_kernels_build_side_by_side(sandbox: Sandbox) -> None:
+    """-k given several times with a job budget: the kernels build at once, the output is
+    what a serial run prints, kernel by kernel; a failing kernel is the run's error and the
+    others' work is kept."""
+    ks = KERNELS[:2]
+    for k in ks:
+        sandbox.add_kernel(k, installed=False)
+    marks = sandbox.root / "marks"
+    marks.mkdir()
+    src = write_module(sandbox.source_tree, "both")
+    (src / "Makefile").write_text(
+        "obj-m := both.o\n"
+        f"$(shell mkdir -p {marks}/in-$(KERNELRELEASE); sleep 2; ls {marks} >> {marks}/seen-$(KERNELRELEASE); "
+        f"rmdir {marks}/in-$(KERNELRELEASE))\n")
+    sandbox.dkms("add", "both/1.0", check=True)
+    res = sandbox.dkms("install", "both/1.0", "-k", ks[0], "-k", ks[1], "-j", "2")
+    assert res.returncode == 0, res.output
+    seen = {k: (marks / f"seen-{k}").read_text() for k in ks}
+    assert f"in-{ks[1]}" in seen[ks[0]] or f"in-{ks[0]}" in seen[ks[1]], seen
+    first = res.stdout.index(f"Installing {sandbox.install_tree}/{ks[0]}/")
+    assert first < res.stdout.index(f"Installing {sandbox.install_tree}/{ks[1]}/")
+    assert res.stdout.count("Building module(s)... done.") == 2
+    status = sandbox.dkms("status").stdout
+    assert all(f"both/1.0, {k}, x86_64: installed" in status for k in ks), status
+
+    write_module(sandbox.source_tree, "half")
+    sandbox.dkms("add", "half/1.0", check=True)
+    res = sandbox.dkms("build", "half/1.0", "-k", "9.9.9-nohdr", "-k", ks[0], "-j", "2")
+    assert res.returncode == 21, res.output
+    assert "Your kernel headers for kernel 9.9.9-nohdr cannot be found" in res.stderr
+    assert f"half/1.0, {ks[0]}, x86_64: built" in sandbox.dkms("status").stdout
