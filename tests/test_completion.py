@@ -17,15 +17,35 @@ BASH_FILE = REPO / "completions" / "dkms.bash"
 ZSH_DIR = REPO / "completions"
 ZSH_DRIVER = Path(__file__).with_name("zsh_complete.zsh")
 
-VERBS = ["add", "build", "install", "uninstall", "unbuild", "remove", "status", "autoinstall", "match",
-         "mktarball", "ldtarball", "generate_mok", "kernel_preinst", "kernel_postinst", "kernel_prerm",
-         "conf", "plan", "event"]
+VERBS = [
+    "add",
+    "build",
+    "install",
+    "uninstall",
+    "unbuild",
+    "remove",
+    "status",
+    "autoinstall",
+    "match",
+    "mktarball",
+    "ldtarball",
+    "generate_mok",
+    "kernel_preinst",
+    "kernel_postinst",
+    "kernel_prerm",
+    "conf",
+    "plan",
+    "event",
+]
 
 
 def make_root(root: Path, dkms_tree: str = "var/lib/dkms") -> Path:
     src = root / "usr/src"
-    for name, conf in (("foo-bar-1.2", 'PACKAGE_NAME="foo-bar"\n'), ("simple-2.0", "PACKAGE_NAME=simple\n"),
-                       ("odd-name-3.0", 'PACKAGE_NAME="$name"\n')):
+    for name, conf in (
+        ("foo-bar-1.2", 'PACKAGE_NAME="foo-bar"\n'),
+        ("simple-2.0", "PACKAGE_NAME=simple\n"),
+        ("odd-name-3.0", 'PACKAGE_NAME="$name"\n'),
+    ):
         (src / name).mkdir(parents=True)
         (src / name / "dkms.conf").write_text(conf)
     (src / "linux-headers-6.1").mkdir()  # no dkms.conf: not a module
@@ -51,17 +71,28 @@ def root(tmp_path: Path) -> Path:
 
 
 def bash_complete(root: Path, *words: str) -> list[str]:
-    script = f'source {BASH_FILE}; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _dkms; printf "%s\\n" "${{COMPREPLY[@]}}"'
-    res = subprocess.run(["bash", "--norc", "--noprofile", "-c", script, "bash", *words],
-                         env={**os.environ, "DKMS_HOOKS_SYSROOT": os.fspath(root)}, cwd=root.parent / "cwd",
-                         capture_output=True, text=True, check=True)
+    script = (f'source {BASH_FILE}; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _dkms; '
+              'printf "%s\\n" "${COMPREPLY[@]}"')
+    res = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", script, "bash", *words],
+        env={**os.environ, "DKMS_HOOKS_SYSROOT": os.fspath(root)},
+        cwd=root.parent / "cwd",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return [line for line in res.stdout.splitlines() if line]
 
 
 def zsh_complete(root: Path, line: str) -> list[str]:
-    res = subprocess.run(["zsh", "-f", os.fspath(ZSH_DRIVER), os.fspath(ZSH_DIR), line],
-                         env={**os.environ, "DKMS_HOOKS_SYSROOT": os.fspath(root)}, cwd=root.parent / "cwd",
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        ["zsh", "-f", os.fspath(ZSH_DRIVER), os.fspath(ZSH_DIR), line],
+        env={**os.environ, "DKMS_HOOKS_SYSROOT": os.fspath(root)},
+        cwd=root.parent / "cwd",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     return list(dict.fromkeys(res.stdout.splitlines()))  # zsh's directory completion adds twice
 
@@ -111,7 +142,10 @@ def test_bash_trees_from_the_command_line(root: Path, tmp_path: Path) -> None:
     assert bash_complete(root, "dkms", "build", "--dkmstree", "=", os.fspath(dt), "-m", "") == ["foo-bar"]
     assert bash_complete(root, "dkms", "build", "--installtree", os.fspath(it), "-k", "") == ["6.12.5-test"]
     (st / "simple-2.0/dkms.conf").unlink()
-    assert bash_complete(root, "dkms", "--sourcetree", os.fspath(st), "add", "-m", "") == ["foo-bar", "odd-name"]
+    assert bash_complete(root, "dkms", "--sourcetree", os.fspath(st), "add", "-m", "") == [
+        "foo-bar",
+        "odd-name",
+    ]
     # completing the value of --opt=: only the part after '=' is replaced
     assert bash_complete(root, "dkms", "build", "--dkmstree", "=", "sub") == ["subdir"]
 

@@ -18,9 +18,14 @@ MAN = REPO / "docs" / "dkms.8"
 
 def rendered() -> str:
     # one long line per paragraph: nothing is hyphenated or broken
-    res = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-rLL=3000n", "-rHY=0"], input=MAN.read_text(),
-                         capture_output=True, text=True, check=True,
-                         env={"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"})
+    res = subprocess.run(
+        ["groff", "-man", "-Tutf8", "-ww", "-rLL=3000n", "-rHY=0"],
+        input=MAN.read_text(),
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"},
+    )
     assert res.stderr == ""
     # plain text: no overstrike, one space
     text = re.sub(r".\x08", "", res.stdout)
