@@ -1,7 +1,7 @@
 # bash completion for dkms (dkms-hooks): verbs, options per verb, module names and
 # versions (the source tree for add, the dkms tree otherwise), kernels from the install tree.
 # The trees follow --dkmstree/--sourcetree/--installtree on the line being completed, else
-# DKMS_HOOKS_SYSROOT (as dkms itself does), else the system's.
+# framework.conf, else DKMS_HOOKS_SYSROOT's (as dkms itself does), else the system's.
 
 _dkms_verbs="add build install uninstall unbuild remove status autoinstall match mktarball ldtarball
     generate_mok kernel_preinst kernel_postinst kernel_prerm conf plan event"
@@ -81,6 +81,14 @@ _dkms_kernels() {
     done
 }
 
+# the trees framework.conf (and its drop-ins) set, as plain assignments: NAME=VALUE lines
+_dkms_framework_trees() {
+    local f
+    for f in "$1"/etc/dkms/framework.conf "$1"/etc/dkms/framework.conf.d/*.conf; do
+        [[ -f $f ]] && sed -n "s/^[[:space:]]*\(dkms_tree\|source_tree\|install_tree\)=[\"']\{0,1\}\([^\"'\$[:space:]]*\).*/\1=\2/p" "$f"
+    done
+}
+
 _dkms() {
     local words=() cword=0 i w join=0
     # merge the words bash split at '=' (--dkmstree=/x arrives as three words)
@@ -104,6 +112,14 @@ _dkms() {
 
     local _dkms_dt _dkms_st _dkms_it root=${DKMS_HOOKS_SYSROOT%/}
     _dkms_dt=$root/var/lib/dkms _dkms_st=$root/usr/src _dkms_it=$root/lib/modules
+    local name value
+    while IFS='=' read -r name value; do
+        case $name in
+            dkms_tree) _dkms_dt=$value ;;
+            source_tree) _dkms_st=$value ;;
+            install_tree) _dkms_it=$value ;;
+        esac
+    done < <(_dkms_framework_trees "$root")
     local verb="" module="" event_at=0
     for ((i = 1; i < ${#words[@]}; i++)); do
         w=${words[i]}

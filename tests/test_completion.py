@@ -170,3 +170,17 @@ def test_zsh_completes_through_compinit(root: Path, tmp_path: Path) -> None:
     other = make_root(tmp_path / "other", dkms_tree="dkms")
     shutil.rmtree(other / "dkms/foo-bar")
     assert zsh_complete(root, f"dkms build --dkmstree={other / 'dkms'} ") == ["simple/2.0"]
+
+
+def test_trees_from_framework_conf(root: Path, tmp_path: Path) -> None:
+    other = make_root(tmp_path / "other", dkms_tree="dkms")
+    shutil.rmtree(other / "dkms/foo-bar")
+    (root / "etc/dkms/framework.conf.d").mkdir(parents=True)
+    (root / "etc/dkms/framework.conf").write_text("# dkms_tree=/nowhere\n")
+    (root / "etc/dkms/framework.conf.d/trees.conf").write_text(f'dkms_tree="{other / "dkms"}"\n')
+    assert bash_complete(root, "dkms", "build", "") == ["simple/2.0"]
+    # the command line still wins
+    dt = os.fspath(root / "var/lib/dkms")
+    assert bash_complete(root, "dkms", "--dkmstree", dt, "build", "") == ["foo-bar/1.2", "simple/2.0"]
+    if shutil.which("zsh"):
+        assert zsh_complete(root, "dkms build ") == ["simple/2.0"]
