@@ -4,29 +4,43 @@
 EAPI=8
 
 PYTHON_COMPAT=( python3_{11..13} )
-DISTUTILS_USE_PEP517=setuptools
-inherit distutils-r1 git-r3
+inherit python-single-r1
 
 DESCRIPTION="Drop-in dkms with parallel, crash-safe rebuilds and hooks for every package manager"
 HOMEPAGE="https://example.invalid/dkms-hooks"
-EGIT_REPO_URI="https://example.invalid/dkms-hooks.git"
+if [[ ${PV} == 9999 ]]; then
+	inherit git-r3
+	EGIT_REPO_URI="https://example.invalid/dkms-hooks.git"
+else
+	SRC_URI="https://example.invalid/dkms-hooks/archive/v${PV}.tar.gz -> ${P}.tar.gz"
+	KEYWORDS="~amd64 ~arm64"
+fi
 
 LICENSE="GPL-2+"
 SLOT="0"
-IUSE="systemd"
+REQUIRED_USE="${PYTHON_REQUIRED_USE}"
 
 RDEPEND="
-	dev-python/pluggy[${PYTHON_USEDEP}]
+	${PYTHON_DEPS}
+	$(python_gen_cond_dep 'dev-python/pluggy[${PYTHON_USEDEP}]')
+	app-shells/bash
 	sys-apps/kmod
+	sys-devel/patch
+	dev-build/make
 	dev-libs/openssl
 	!sys-kernel/dkms
 "
+BDEPEND="${PYTHON_DEPS}"
 
-python_install_all() {
-	distutils-r1_python_install_all
-	insinto /usr/lib/kernel/install.d
-	doins kernel-install.d/40-dkms-hooks.install
-	fperms +x /usr/lib/kernel/install.d/40-dkms-hooks.install
-	insinto /var/db/repos/local/eclass
-	doins ebuild/eclass/dkms-hooks.eclass
+src_compile() {
+	# pure Python and shell: nothing to build
+	:
+}
+
+src_install() {
+	# the eclass goes to /usr/share/dkms-hooks/eclass, for an overlay to take
+	emake install DESTDIR="${D}" DISTRO=gentoo PREFIX="${EPREFIX}/usr" \
+		PYTHON="${EPYTHON}" PYTHON_SHEBANG="${PYTHON}" PYTHONDIR="$(python_get_sitedir)"
+	python_optimize
+	einstalldocs
 }
