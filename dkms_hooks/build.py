@@ -9,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-from dkms_hooks import UPSTREAM_RELEASE, run, scripts, signing, steps, tree
+from dkms_hooks import UPSTREAM_RELEASE, run, safety, scripts, signing, steps, tree
 from dkms_hooks.context import Context
 from dkms_hooks.dkmsconf import ModuleConf
 from dkms_hooks.errors import EXIT_SKIPPED, DkmsError, DkmsWarnExit
@@ -147,9 +147,10 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
 
     variables = ctx.conf_scope(module, version, kernel)
     for p in conf.patches:
-        if "/../" in f"patches/{p}":
+        if "/../" in f"patches/{p}" or safety.climbs_out(p):
             raise DkmsError(5, f"Patch {p} as specified in dkms.conf contains '..' path component.")
-        if not (build_dir / "patches" / p).exists():
+        # joined as text, as upstream does: an absolute PATCH stays below patches/
+        if not Path(f"{build_dir}/patches/{p}").exists():
             raise DkmsError(
                 5, f"Patch {p} as specified in dkms.conf cannot be", f"found in {build_dir}/patches/."
             )
@@ -174,7 +175,7 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
 
     wanted = [m for m in conf.modules if not conf.module_excluded(m.index)]
     for m in wanted:
-        if not (build_dir / f"{m.built_path}.ko").exists():
+        if not Path(f"{build_dir}/{m.built_path}.ko").exists():
             raise DkmsError(
                 7,
                 f"Build of {m.built_path}.ko failed for: {kver} ({arch})",
@@ -190,7 +191,7 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
     if symvers.is_file():
         shutil.copy2(symvers, staging / "module/Module.symvers")
     for m in wanted:
-        built = build_dir / f"{m.built_path}.ko"
+        built = Path(f"{build_dir}/{m.built_path}.ko")
         if not built.is_file():
             ctx.console.warn(f"{built} has disappeared")
             continue

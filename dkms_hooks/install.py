@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from dkms_hooks import depmod, modinfo, run, scripts, steps, tree
+from dkms_hooks import depmod, modinfo, run, scripts, steps, tree, vermagic
 from dkms_hooks.context import Context
 from dkms_hooks.dkmsconf import BuiltModule, ModuleConf
 from dkms_hooks.errors import DkmsError
@@ -210,6 +210,8 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
     for m in wanted:
         if compressed_or_uncompressed(base_dir / "module", m.dest_name, compression) is None:
             raise DkmsError(6, f"Missing module {m.dest_name} in {base_dir}/module")
+    vermagic.refuse_foreign((compressed_or_uncompressed(base_dir / "module", m.dest_name, compression)
+                             for m in wanted), kver)
     if tree.is_installed(lay, module, version, kver, arch):
         raise DkmsError(5, f"This module/version combo is already installed for kernel {kver} ({arch}).")
     if ctx.options.rpm_safe_upgrade:

@@ -5,12 +5,13 @@ argv lists only; a shell is started only to run text that upstream evaluates as 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -94,6 +95,26 @@ def run_bytes(argv: Sequence[PathString]) -> bytes | None:
     except FileNotFoundError as e:
         raise ToolMissing(cmd[0]) from e
     return proc.stdout if proc.returncode == 0 else None
+
+
+@contextlib.contextmanager
+def pipe_from(argv: Sequence[PathString]) -> Iterator[IO[bytes]]:
+    """Run argv with its binary stdout as a stream to read, so a large output is never held
+    in memory. Stopping early ends the process."""
+    cmd = [os.fspath(a) for a in argv]
+    _debug(f"+ {shlex.join(cmd)}")
+    try:
+        proc = subprocess.Popen(cmd, stdin=DEVNULL, stdout=PIPE, stderr=DEVNULL)
+    except FileNotFoundError as e:
+        raise ToolMissing(cmd[0]) from e
+    assert proc.stdout is not None
+    try:
+        yield proc.stdout
+    finally:
+        proc.stdout.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 def run_shell(
