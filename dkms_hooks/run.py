@@ -38,6 +38,17 @@ class Result:
     elapsed: float
 
 
+@dataclass(frozen=True)
+class RunAs:
+    """Another user to run a command as (the unprivileged build user)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
 class ToolMissing(Exception):
     def __init__(self, tool: str) -> None:
         super().__init__(f"{tool} not found.")
@@ -54,11 +65,15 @@ def run(
     stderr: int | IO[bytes] | IO[str] | None = None,
     input: str | None = None,
     pass_fds: Sequence[int] = (),
+    as_user: RunAs | None = None,
 ) -> Result:
     """Run argv and wait. stdout is captured (text) unless redirected; a non-zero exit is
     returned, not raised, because most callers map it to one of upstream's exit codes."""
     cmd = tuple(os.fspath(a) for a in argv)
-    _debug(f"+ {shlex.join(cmd)}")
+    _debug(f"+ {shlex.join(cmd)}" + (f"  (as {as_user.name})" if as_user else ""))
+    if as_user is not None:
+        env = {**(env if env is not None else os.environ), "HOME": as_user.home, "USER": as_user.name,
+               "LOGNAME": as_user.name}
     sys.stdout.flush()
     sys.stderr.flush()
     start = time.monotonic()
@@ -75,6 +90,9 @@ def run(
             errors="surrogateescape",
             check=False,
             pass_fds=tuple(pass_fds),
+            user=as_user.uid if as_user else None,
+            group=as_user.gid if as_user else None,
+            extra_groups=list(as_user.groups) if as_user else None,
         )
     except FileNotFoundError as e:
         if cwd is not None and not Path(cwd).is_dir():
@@ -126,6 +144,7 @@ def run_shell(
     stdout: int | IO[bytes] | IO[str] | None = None,
     stderr: int | IO[bytes] | IO[str] | None = None,
     pass_fds: Sequence[int] = (),
+    as_user: RunAs | None = None,
 ) -> Result:
     """Evaluate shell text with bash, as upstream's ``eval`` does: ``variables`` become plain
     (unexported) shell variables, so the text can expand them without make seeing them."""
@@ -137,6 +156,7 @@ def run_shell(
         stdout=stdout,
         stderr=stderr,
         pass_fds=pass_fds,
+        as_user=as_user,
     )
 
 
