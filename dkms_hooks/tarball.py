@@ -150,6 +150,8 @@ def _check_binaries(archive: Path, kdir: Path, adir: Path) -> None:
     """Kernel and arch directory names become paths in the dkms tree, and built modules are
     copied to the kernel: no odd names, no links."""
     why = safety.bad_name(kdir.name) or safety.bad_name(adir.name)
+    if why is None and (kdir.is_symlink() or adir.is_symlink()):
+        why = f"{safety.shown(kdir.name)}/{safety.shown(adir.name)} under dkms_main_tree is a link"
     for dirpath, dirs, files in os.walk(adir):
         for entry in dirs + files:
             if why is None and os.path.islink(os.path.join(dirpath, entry)):
@@ -206,6 +208,9 @@ def load_tarball(ctx: Context) -> bool:
             raise DkmsError(7, "No valid dkms.conf in dkms_source_tree or dkms_binaries_only.",
                             f"{o.archive} is not a valid DKMS tarball.")
         o.module, o.version = name, version
+        for kdir in (tmp / "dkms_main_tree").iterdir():
+            for adir in kdir.iterdir() if kdir.is_dir() else []:
+                _check_binaries(archive, kdir, adir)
         console.print("")
         console.print(f"Loading tarball for {name}/{version}")
         if found == "dkms_source_tree":
@@ -220,7 +225,6 @@ def load_tarball(ctx: Context) -> bool:
             for adir in sorted(kdir.iterdir()) if kdir.is_dir() else []:
                 if not adir.is_dir():
                     continue
-                _check_binaries(archive, kdir, adir)
                 dest = lay.built_dir(name, version, kdir.name, adir.name)
                 if dest.is_dir() and not o.force:
                     console.warn(f"{dest} already exists. Skipping...")
