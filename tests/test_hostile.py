@@ -4,8 +4,11 @@ trees and nothing lost inside them."""
 from __future__ import annotations
 
 import io
+import os
+import shlex
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -248,3 +251,50 @@ def test_module_built_for_another_kernel_is_not_installed(sandbox: Sandbox, tmp_
     assert snapshot(tmp_path) == before
     # the right kernel installs as before
     sandbox.dkms("install", MODULE, "-k", k_built, check=True)
+
+
+@pytest.mark.kernel
+@needs_kernel
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root for a private tmpfs")
+def test_disk_full_while_installing(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The kernel's module directory on a full tmpfs (in a private mount namespace): the
+    install fails cleanly, the module it would replace stays, no partial file is left,
+    and the same install succeeds once there is room."""
+    k = KERNELS[0]
+    sandbox.add_kernel(k)
+    sandbox.add_source(EXAMPLE)
+    sandbox.dkms("build", MODULE, "-k", k, check=True)
+    updates = sandbox.install_tree / k / "updates"
+    updates.mkdir()
+    dkms = shlex.join(["python3", "-m", "dkms_hooks", "--dkmstree", str(sandbox.dkms_tree),
+                       "--sourcetree", str(sandbox.source_tree), "--installtree", str(sandbox.install_tree)])
+    script = f"""
+set -u
+mount -t tmpfs -o size=256k tmpfs {updates}
+mkdir {updates}/dkms
+printf ORIGINAL > {updates}/dkms/dkms_hooks_example.ko
+dd if=/dev/zero of={updates}/filler bs=4k 2>/dev/null
+{dkms} install {MODULE} -k {k} >/dev/null 2>{tmp_path}/err1; echo "rc1=$?"
+echo "files1=$(ls -A {updates}/dkms | tr '\\n' ' ')"
+echo "orig1=$(cat {updates}/dkms/dkms_hooks_example.ko)"
+echo "status1=$({dkms} status)"
+rm {updates}/filler
+{dkms} install {MODULE} -k {k} >/dev/null 2>{tmp_path}/err2; echo "rc2=$?"
+echo "files2=$(ls -A {updates}/dkms | tr '\\n' ' ')"
+echo "status2=$({dkms} status)"
+"""
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+                          env={**sandbox.env, "PATH": f"{Path(sys.executable).parent}:{sandbox.env['PATH']}"},
+                          capture_output=True, text=True, timeout=300)
+    out = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    err1 = (tmp_path / "err1").read_text()
+    built = sandbox.dkms_tree / MODULE / k / "x86_64/module"
+    ko = next(built.glob("dkms_hooks_example.ko*"))
+    assert out["rc1"] == "6", (proc.stdout, proc.stderr, err1)
+    assert err1 == f"\nError! Copying '{ko}' failed\n"
+    assert out["files1"] == "dkms_hooks_example.ko "  # the original, and nothing half-written
+    assert out["orig1"] == "ORIGINAL"
+    assert out["status1"] == f"dkms_hooks_example/1.0, {k}, x86_64: built"
+    assert out["rc2"] == "0", (tmp_path / "err2").read_text()
+    assert out["files2"] == f"{ko.name} "
+    assert out["status2"] == f"dkms_hooks_example/1.0, {k}, x86_64: installed (Original modules exist)"
