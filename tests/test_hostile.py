@@ -298,3 +298,19 @@ echo "status2=$({dkms} status)"
     assert out["rc2"] == "0", (tmp_path / "err2").read_text()
     assert out["files2"] == f"{ko.name} "
     assert out["status2"] == f"dkms_hooks_example/1.0, {k}, x86_64: installed (Original modules exist)"
+
+
+@needs_kernel
+def test_build_user_that_does_not_exist(populated: Sandbox, tmp_path: Path) -> None:
+    k = KERNELS[0]
+    populated.add_kernel(k)
+    toml = populated.etc / "dkms-hooks.toml"
+    toml.write_text('build_user = "no-such-user-dkms-hooks"\n')
+    before = snapshot(tmp_path)
+    res = populated.dkms("build", MODULE, "-k", k)
+    assert_refused(res, code=1, says=f"Error! The build user 'no-such-user-dkms-hooks' (build_user in {toml}) "
+                                     "does not exist.")
+    assert snapshot(tmp_path) == before
+    toml.write_text("build_user = 1000\n")
+    res = populated.dkms("build", MODULE, "-k", k)
+    assert_refused(res, code=1, says=f"{toml}: build_user must be a user name")
