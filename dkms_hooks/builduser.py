@@ -24,15 +24,15 @@ def resolve(ctx: Context) -> RunAs | None:
     name = ctx.hooks.build_user
     if not name:
         return None
+    where = f"build_user in {ctx.layout.settings_toml}"
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        raise DkmsError(1, f"The build user '{name}' (build_user in {ctx.layout.settings_toml}) does not exist.") \
-            from None
+        raise DkmsError(1, f"The build user '{name}' ({where}) does not exist.") from None
     if os.geteuid() == entry.pw_uid:
         return None
     if os.geteuid() != 0:
-        raise DkmsError(1, f"Building as '{name}' (build_user in {ctx.layout.settings_toml}) needs root.")
+        raise DkmsError(1, f"Building as '{name}' ({where}) needs root.")
     groups = tuple(os.getgrouplist(name, entry.pw_gid))
     return RunAs(name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir)
 

@@ -29,7 +29,8 @@ def refuse_foreign(modules: Iterable[Path | None], kver: str) -> None:
             continue
         release = built_for(path)
         if not release:
-            raise DkmsError(EXIT_INSTALL, f"{path} has no vermagic: it is not a kernel module; not installing it.")
+            raise DkmsError(EXIT_INSTALL,
+                            f"{path} has no vermagic: it is not a kernel module; not installing it.")
         if release != kver:
             raise DkmsError(EXIT_INSTALL, f"{path} was built for kernel {release}, not {kver} (vermagic); "
                                           "not installing it.")

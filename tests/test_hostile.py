@@ -52,12 +52,15 @@ OTHER = CONF.replace(b'PACKAGE_NAME="dkms_hooks_example"', b'PACKAGE_NAME="other
 BUILT = "dkms_main_tree/6.1.0-1-amd64/x86_64/module"
 
 HOSTILE_ARCHIVES = {
-    "hardlink-up": [_entry("pkg/dkms.conf", data=CONF), _entry("pkg/h", tarfile.LNKTYPE, link="../../outside")],
-    "hardlink-abs": [_entry("pkg/dkms.conf", data=CONF), _entry("pkg/h", tarfile.LNKTYPE, link="/etc/passwd")],
+    "hardlink-up": [_entry("pkg/dkms.conf", data=CONF),
+                    _entry("pkg/h", tarfile.LNKTYPE, link="../../outside")],
+    "hardlink-abs": [_entry("pkg/dkms.conf", data=CONF),
+                     _entry("pkg/h", tarfile.LNKTYPE, link="/etc/passwd")],
     "symlink-up": [_entry("pkg/dkms.conf", data=CONF), _entry("pkg/s", tarfile.SYMTYPE, link="../../x")],
     "device": [_entry("pkg/dkms.conf", data=CONF), _entry("pkg/null", tarfile.CHRTYPE)],
     "fifo": [_entry("pkg/dkms.conf", data=CONF), _entry("pkg/fifo", tarfile.FIFOTYPE)],
-    "dotdot-late": [_entry("pkg/dkms.conf", data=CONF), _entry("pkg/a", data=b"a"), _entry("pkg/../../up", data=b"x")],
+    "dotdot-late": [_entry("pkg/dkms.conf", data=CONF), _entry("pkg/a", data=b"a"),
+                    _entry("pkg/../../up", data=b"x")],
     "odd-kernel-dir": [_entry("dkms_source_tree/dkms.conf", data=OTHER),
                        _entry("dkms_main_tree/6.1 x\n/x86_64/module/dkms_hooks_example.ko", data=b"\x7fELF")],
     "link-among-binaries": [_entry("dkms_source_tree/dkms.conf", data=OTHER),
@@ -83,7 +86,8 @@ def test_ldtarball_refuses_hostile_names_in_its_dkms_conf(populated: Sandbox, tm
                                                        _entry(f"{BUILT}/x.ko", data=b"x")])
     before = snapshot(tmp_path)
     res = populated.dkms("ldtarball", str(archive))
-    assert_refused(res, code=8, says="dkms.conf: Error! 'PACKAGE_NAME' directive '../../../escaped' contains '/'.")
+    assert_refused(res, code=8,
+                   says="dkms.conf: Error! 'PACKAGE_NAME' directive '../../../escaped' contains '/'.")
     assert snapshot(tmp_path) == before
 
 
@@ -216,7 +220,8 @@ def test_dkms_conf_cannot_redirect_the_reader(sandbox: Sandbox, tmp_path: Path) 
         ("/etc/passwd", 5, "Patch /etc/passwd as specified in dkms.conf cannot be"),
     ],
 )
-def test_patch_outside_patches_dir(sandbox: Sandbox, tmp_path: Path, patch: str, code: int, message: str) -> None:
+def test_patch_outside_patches_dir(sandbox: Sandbox, tmp_path: Path, patch: str, code: int,
+                                   message: str) -> None:
     k = KERNELS[0]
     sandbox.add_kernel(k)
     conf = (f'PACKAGE_NAME="p"\nPACKAGE_VERSION="1.0"\nDEST_MODULE_LOCATION[0]="/updates"\n'
@@ -242,7 +247,8 @@ def test_module_built_for_another_kernel_is_not_installed(sandbox: Sandbox, tmp_
     # the module for one kernel, placed where dkms keeps the build for the other
     built = sandbox.dkms_tree / MODULE
     shutil.copytree(built / k_built, built / k_target, symlinks=True)
-    assert sandbox.dkms("status", "-k", k_target).stdout == f"dkms_hooks_example/1.0, {k_target}, x86_64: built\n"
+    status = sandbox.dkms("status", "-k", k_target).stdout
+    assert status == f"dkms_hooks_example/1.0, {k_target}, x86_64: built\n"
     before = snapshot(tmp_path)
     res = sandbox.dkms("install", MODULE, "-k", k_target)
     ko = next((built / k_target / "x86_64/module").glob("dkms_hooks_example.ko*"))

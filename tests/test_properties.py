@@ -22,11 +22,14 @@ from dkms_hooks.kernel import KernelTarget
 # Hostile path material, without the characters that make bash run a command when upstream
 # evaluates a dkms.conf value a second time ($ ` " \ ; & | and friends): the tests must not
 # run whatever hypothesis happens to spell.
-_PIECES = st.sampled_from(["..", ".", "/", "a", "kernel", "updates", "extra", "x.ko", " ", "\t", "-", "~", "+",
-                           "@", "#", ":", "é", "1.0", "6.1.0-1-amd64"])
+PIECES = ["..", ".", "/", "a", "kernel", "updates", "extra", "x.ko", " ", "\t", "-", "~", "+", "@", "#", ":",
+          "é", "1.0", "6.1.0-1-amd64"]
+_PIECES = st.sampled_from(PIECES)
 VALUE = st.lists(_PIECES, max_size=6).map("".join)
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-SLOW = settings(max_examples=int(os.environ.get("DKMS_HOOKS_EXAMPLES", "15")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# each example runs dkms once or twice; DKMS_HOOKS_EXAMPLES=200 for a longer hunt
+SLOW = settings(max_examples=int(os.environ.get("DKMS_HOOKS_EXAMPLES", "15")), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @FAST
@@ -47,17 +50,19 @@ def test_a_good_name_is_one_path_component(name: str) -> None:
         assert os.path.normpath(p) == os.fspath(p)
 
 
+_WORDS = ["-m", "-v", "-k", "-a", "--all", "--force", "-q", "-j", "--directive", "--arch", "--kernelver",
+          "--module=", "-k=", "add", "status", "build"]
+
+
 @FAST
-@given(st.lists(st.one_of(st.sampled_from(["-m", "-v", "-k", "-a", "--all", "--force", "-q", "-j", "--directive",
-                                           "--arch", "--kernelver", "--module=", "-k=", "add", "status", "build"]),
-                          st.text(max_size=8)), max_size=10))
+@given(st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=8)), max_size=10))
 def test_option_parser_never_raises(argv: list[str]) -> None:
     parsed = cmdline.parse(argv)
     assert isinstance(parsed.options.kernels, list)
 
 
-_DIRECTIVES = ("PACKAGE_NAME", "PACKAGE_VERSION", "BUILT_MODULE_NAME", "BUILT_MODULE_LOCATION", "DEST_MODULE_NAME",
-               "DEST_MODULE_LOCATION")
+_DIRECTIVES = ("PACKAGE_NAME", "PACKAGE_VERSION", "BUILT_MODULE_NAME", "BUILT_MODULE_LOCATION",
+               "DEST_MODULE_NAME", "DEST_MODULE_LOCATION")
 
 
 @FAST
@@ -83,7 +88,8 @@ def _outside(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
     """Everything the test can see that is not one of the sandbox's trees."""
     trees = [os.fspath(p.relative_to(tmp_path)) for p in (sandbox.dkms_tree, sandbox.source_tree,
                                                             sandbox.install_tree)]
-    snap = {k: v for k, v in snapshot(tmp_path).items() if not any(k == t or k.startswith(t + "/") for t in trees)}
+    snap = {k: v for k, v in snapshot(tmp_path).items()
+            if not any(k == t or k.startswith(t + "/") for t in trees)}
     # one level up holds only this session's test directories
     snap.update({f"../{name}": "" for name in os.listdir(tmp_path.parent)})
     return snap
@@ -106,7 +112,8 @@ def hostile_sandbox(sandbox: Sandbox, tmp_path: Path) -> Sandbox:
 
 @SLOW
 @given(values=st.dictionaries(st.sampled_from(_DIRECTIVES), VALUE, min_size=1))
-def test_add_with_hostile_conf_values(hostile_sandbox: Sandbox, tmp_path: Path, values: dict[str, str]) -> None:
+def test_add_with_hostile_conf_values(hostile_sandbox: Sandbox, tmp_path: Path,
+                                      values: dict[str, str]) -> None:
     conf = {"PACKAGE_NAME": "prop", "PACKAGE_VERSION": "1.0", "DEST_MODULE_LOCATION": "/updates", **values}
     src = tmp_path / "cwd" / "src"
     src.mkdir(exist_ok=True)
@@ -120,15 +127,16 @@ def test_add_with_hostile_conf_values(hostile_sandbox: Sandbox, tmp_path: Path, 
     assert status.returncode == 0 and "Traceback" not in status.output
 
 
-_ACTIONS = ["add", "build", "install", "uninstall", "unbuild", "remove", "status", "match", "mktarball", "conf",
-            "autoinstall", "kernel_postinst", "kernel_prerm"]
+_ACTIONS = ["add", "build", "install", "uninstall", "unbuild", "remove", "status", "match", "mktarball",
+            "conf", "autoinstall", "kernel_postinst", "kernel_prerm"]
 _OPTIONS = ["-m", "-v", "-k", "-a", "--all", "--force", "--force-version-override", "-q", "--verbose", "-j",
             "--no-depmod", "--binaries-only", "--source-only", "--templatekernel", "--directive"]
 _NAMES = st.one_of(VALUE, st.sampled_from(["dkms_hooks_example", "1.0", "dkms_hooks_example/1.0", "x86_64"]))
 
 
 @SLOW
-@given(action=st.sampled_from(_ACTIONS), words=st.lists(st.one_of(st.sampled_from(_OPTIONS), _NAMES), max_size=7))
+@given(action=st.sampled_from(_ACTIONS),
+       words=st.lists(st.one_of(st.sampled_from(_OPTIONS), _NAMES), max_size=7))
 def test_hostile_options(hostile_sandbox: Sandbox, tmp_path: Path, action: str, words: list[str]) -> None:
     before = _outside(hostile_sandbox, tmp_path)
     res = hostile_sandbox.dkms(action, *words)
@@ -139,6 +147,4 @@ def test_hostile_options(hostile_sandbox: Sandbox, tmp_path: Path, action: str, 
 def test_value_alphabet_is_inert() -> None:
     """The strategies above never spell a character bash would act on in a value."""
     active = set("$`\"\\;&|()<>!*?[]{}'") | set(string.whitespace) - {" ", "\t"}
-    pieces = ["..", ".", "/", "a", "kernel", "updates", "extra", "x.ko", " ", "\t", "-", "~", "+", "@", "#", ":",
-              "é", "1.0", "6.1.0-1-amd64"]
-    assert not active & set("".join(pieces))
+    assert not active & set("".join(PIECES))
