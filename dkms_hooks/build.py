@@ -9,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-from dkms_hooks import UPSTREAM_RELEASE, run, scripts, signing, steps, tree
+from dkms_hooks import UPSTREAM_RELEASE, builduser, run, safety, scripts, signing, steps, tree
 from dkms_hooks.context import Context
 from dkms_hooks.dkmsconf import ModuleConf
 from dkms_hooks.errors import EXIT_SKIPPED, DkmsError, DkmsWarnExit
@@ -127,6 +127,7 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
             f"The directory {source_dir} does not appear to have module source located within it.",
             "Build halted.",
         )
+    user = builduser.resolve(ctx)
     signing.prepare_kernel_and_signing(ctx, kver, arch)
     sign = ctx.signing
     private = private_build_dir(ctx, conf, module, version, kver, arch)
@@ -164,36 +165,39 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
     with open(build_log, "a", encoding="utf-8") as log:
         log.write(f"DKMS ({UPSTREAM_RELEASE}) make.log for {module}/{version} for kernel {kver} ({arch})\n")
         log.write(time.strftime("%a %b %e %H:%M:%S %Z %Y") + "\n")
+    if user is not None:
+        builduser.hand_over(build_dir, user)
 
     variables = ctx.conf_scope(module, version, kernel)
     for p in conf.patches:
-        if "/../" in f"patches/{p}":
+        if "/../" in f"patches/{p}" or safety.climbs_out(p):
             raise DkmsError(5, f"Patch {p} as specified in dkms.conf contains '..' path component.")
-        if not (build_dir / "patches" / p).exists():
+        # joined as text, as upstream does: an absolute PATCH stays below patches/
+        if not Path(f"{build_dir}/patches/{p}").exists():
             raise DkmsError(
                 5, f"Patch {p} as specified in dkms.conf cannot be", f"found in {build_dir}/patches/."
             )
         rc = steps.invoke_shell(ctx, f"patch -p1 < ./patches/{p}", f"Applying patch {p}", build_log,
-                                cwd=build_dir, variables=variables, env=env)
+                                cwd=build_dir, variables=variables, env=env, as_user=user)
         if rc != 0:
             raise DkmsError(6, f"Application of patch {p} failed.", f"Consult {build_log} for more information.")
 
     scripts.run_script(ctx, "pre_build", conf.script("PRE_BUILD"), module, version, logfile=build_log,
-                       variables=variables)
+                       variables=variables, as_user=user)
 
     if make_command.startswith("make"):
         # beside other builds, make takes its jobs from the shared jobserver instead of -jN
         jobs = "" if ctx.jobserver is not None else f" -j{ctx.parallel_jobs}"
         make_command = f"make{jobs} KERNELRELEASE={kver}" + make_command[4:]
     rc = steps.invoke_shell(ctx, make_command, "Building module(s)", build_log, cwd=build_dir,
-                            variables=variables, env=env)
+                            variables=variables, env=env, as_user=user)
     if rc != 0:
         raise DkmsError(10, f"Bad return status for module build on kernel: {kver} ({arch})",
                         f"Consult {build_log} for more information.")
 
     wanted = [m for m in conf.modules if not conf.module_excluded(m.index)]
     for m in wanted:
-        if not (build_dir / f"{m.built_path}.ko").exists():
+        if not Path(f"{build_dir}/{m.built_path}.ko").exists():
             raise DkmsError(
                 7,
                 f"Build of {m.built_path}.ko failed for: {kver} ({arch})",
@@ -206,13 +210,17 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
     (staging / "log").mkdir()
     (staging / "module").mkdir()
     symvers = build_dir / "Module.symvers"
+    work = staging / ".work"
     if symvers.is_file():
-        shutil.copy2(symvers, staging / "module/Module.symvers")
+        shutil.copy2(builduser.take_back(symvers, build_dir, work) if user else symvers,
+                     staging / "module/Module.symvers")
     for m in wanted:
-        built = build_dir / f"{m.built_path}.ko"
+        built = Path(f"{build_dir}/{m.built_path}.ko")
         if not built.is_file():
             ctx.console.warn(f"{built} has disappeared")
             continue
+        if user is not None:
+            built = builduser.take_back(built, build_dir, work)
         if m.strip:
             strip = "llvm-strip" if env.get("CC") == "clang" else "strip"
             run.run([strip, "-g", built], stdout=None)
@@ -227,6 +235,7 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
         if not any((staging / "module" / f"{m.dest_name}{s}").is_file()
                    for s in (".ko", ".ko" + compression.suffix)):
             raise DkmsError(7, f"Missing module '{m.dest_name}' in {staging}/module")
+    shutil.rmtree(work, ignore_errors=True)
     os.chmod(staging, 0o755)
     try:
         os.rename(staging, base_dir)
@@ -234,9 +243,11 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
         raise DkmsError(7, f"do_build: final mv failed ({e.errno})") from e
 
     scripts.run_script(ctx, "post_build", conf.script("POST_BUILD"), module, version, logfile=build_log,
-                       variables=variables)
+                       variables=variables, as_user=user)
     try:
-        os.replace(build_log, base_dir / "log/make.log")
+        # the build user could have swapped make.log for a link: only a regular file is kept
+        if user is None or build_log.lstat().st_mode & 0o170000 == 0o100000:
+            os.replace(build_log, base_dir / "log/make.log")
     except OSError:
         pass
     shutil.rmtree(build_dir, ignore_errors=True)

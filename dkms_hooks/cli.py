@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dkms_hooks import UPSTREAM_RELEASE, cmdline, distro, locking, run, settings
+from dkms_hooks import UPSTREAM_RELEASE, cmdline, distro, locking, run, safety, settings
 from dkms_hooks.console import Console
 from dkms_hooks.context import Context
 from dkms_hooks.errors import DkmsError, DkmsWarnExit, SilentExit
@@ -79,6 +79,18 @@ def _setup_kernels(ctx: Context, action: str) -> None:
         for i, a in enumerate(o.arches):
             if not a:
                 raise DkmsError(16, f"Empty arch[{i}]")
+
+
+def _check_names(ctx: Context) -> None:
+    """Ours: a module, version, kernel or arch name becomes a path component, so it must be one."""
+    o = ctx.options
+    named = [("kernel version", k) for k in o.kernels if k] + [("arch", a) for a in o.arches if a]
+    if o.module and o.version:
+        named = [("module name", o.module), ("module version", o.version), *named]
+    for what, value in named:
+        why = safety.bad_name(value)
+        if why:
+            raise DkmsError(1, f"Invalid {what}: {why}.")
 
 
 def _built(ctx: Context, module: str, version: str) -> list:  # type: ignore[type-arg]
@@ -346,6 +358,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
         if o.action in ("kernel_preinst", "kernel_postinst", "kernel_prerm"):
             _have_one_kernel(ctx, o.action)
         _setup_kernels(ctx, o.action)
+        _check_names(ctx)
         if o.action in _MUTATING:
             with locking.tree_lock(ctx):
                 return dispatch(ctx)

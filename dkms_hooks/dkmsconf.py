@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dkms_hooks import bashconf, distro
+from dkms_hooks import bashconf, distro, safety
 from dkms_hooks.kernel import KernelTarget, ver_key
 
 #: every name upstream keeps from a dkms.conf (its directives plus a few internal arrays)
@@ -306,6 +306,7 @@ def resolve(
     for n in ("built_module_name", "built_module_location", "dest_module_name", "dest_module_location"):
         if len(lower[n]) != num:
             error("Module name/location array length mismatch.")
+    _check_paths(conf, error)
 
     make = values.get("MAKE", {})
     make_match = values.get("MAKE_MATCH", {})
@@ -344,6 +345,26 @@ def resolve(
             continue
         error(f"Unsupported {name} value '{v}'")
     return conf
+
+
+def _check_paths(conf: ModuleConf, error: Callable[[str], None]) -> None:
+    """Ours, beyond upstream: names and locations that would put a path outside its tree
+    (the dkms tree, the build directory, the kernel's module directory) make the file invalid."""
+    for name in ("PACKAGE_NAME", "PACKAGE_VERSION"):
+        value = conf.scalar(name)
+        why = safety.bad_name(value) if value else None
+        if why:
+            error(f"'{name}' directive {why}.")
+    for m in conf.modules:
+        for directive, value, check in (
+            ("BUILT_MODULE_NAME", m.built_name, safety.bad_name),
+            ("DEST_MODULE_NAME", m.dest_name, safety.bad_name),
+            ("BUILT_MODULE_LOCATION", m.built_location, safety.bad_location),
+            ("DEST_MODULE_LOCATION", m.declared_dest_location, safety.bad_location),
+        ):
+            why = check(value) if value else None
+            if why:
+                error(f"'{directive}' directive {why} in record #{m.index}.")
 
 
 def strict_checks(conf: ModuleConf) -> tuple[list[Diagnostic], bool]:

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from dkms_hooks import depmod, modinfo, run, scripts, steps, tree
+from dkms_hooks import depmod, modinfo, run, scripts, steps, tree, vermagic
 from dkms_hooks.context import Context
 from dkms_hooks.dkmsconf import BuiltModule, ModuleConf
 from dkms_hooks.errors import DkmsError
@@ -137,15 +137,19 @@ def _place(src: Path, dest: Path, *, symlink: bool) -> None:
     never half-written."""
     tmp = dest.with_name(f".{dest.name}.dkms-new")
     tmp.unlink(missing_ok=True)
-    if symlink:
-        os.symlink(src, tmp)
-    else:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o644)
-    os.replace(tmp, dest)
+    try:
+        if symlink:
+            os.symlink(src, tmp)
+        else:
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+        raise
 
 
-def _archive_original(ctx: Context, original: Path, backup_dir: Path) -> None:
+def _archive_original(ctx: Context, original: Path, backup_dir: Path) -> Path:
     backup_dir.mkdir(parents=True, exist_ok=True)
     origin = backup_dir / f"{original.name}.origin"
     tmp_origin = origin.with_name(f".{origin.name}.new")
@@ -160,6 +164,27 @@ def _archive_original(ctx: Context, original: Path, backup_dir: Path) -> None:
         shutil.copy2(original, tmp)
         os.replace(tmp, target)
         original.unlink()
+    return target
+
+
+def _roll_back(placed: list[Path], archived: list[tuple[Path, Path]]) -> None:
+    """An install that failed half-way (a full disk): take out what it placed and put back
+    what it archived, so the kernel keeps the modules it had."""
+    for path in placed:
+        path.unlink(missing_ok=True)
+    for original, kept in archived:
+        try:
+            shutil.move(kept, original)
+            kept.with_name(f"{kept.name}.origin").unlink(missing_ok=True)
+        except OSError:
+            pass  # still in original_module/: uninstall restores it from there
+    for _original, kept in archived[:1]:
+        # the module's original_module/ as it was (status reports the directory)
+        for d in (kept.parent, kept.parent.parent, kept.parent.parent.parent):
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 def _forced(ctx: Context, module: str) -> str:
@@ -210,6 +235,8 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
     for m in wanted:
         if compressed_or_uncompressed(base_dir / "module", m.dest_name, compression) is None:
             raise DkmsError(6, f"Missing module {m.dest_name} in {base_dir}/module")
+    vermagic.refuse_foreign((compressed_or_uncompressed(base_dir / "module", m.dest_name, compression)
+                             for m in wanted), kver)
     if tree.is_installed(lay, module, version, kver, arch):
         raise DkmsError(5, f"This module/version combo is already installed for kernel {kver} ({arch}).")
     if ctx.options.rpm_safe_upgrade:
@@ -219,6 +246,8 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
         raise DkmsError(101, "pre_install failed, aborting install.", "You may override by specifying --force.")
 
     any_installed = False
+    placed: list[Path] = []
+    archived: list[tuple[Path, Path]] = []
     for m in wanted:
         if not version_sanity(ctx, conf, module, version, kver, arch, m.dest_name):
             continue
@@ -236,7 +265,7 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
             for original in candidates:
                 if original is not None and original.is_file():
                     console.print(f"Found pre-existing {original}, archiving for uninstallation")
-                    _archive_original(ctx, original, backup_dir)
+                    archived.append((original, _archive_original(ctx, original, backup_dir)))
                     break
         toinstall = compressed_or_uncompressed(base_dir / "module", m.dest_name, compression)
         assert toinstall is not None
@@ -246,7 +275,9 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
             dest_dir.mkdir(parents=True, exist_ok=True)
             _place(toinstall, dest_dir / toinstall.name, symlink=ctx.options.symlink_modules)
         except OSError as e:
+            _roll_back(placed, archived)
             raise DkmsError(6, f"Copying '{toinstall}' failed") from e
+        placed.append(dest_dir / toinstall.name)
         any_installed = True
     if conf.num_modules > 0 and not any_installed:
         raise DkmsError(6, "Installation aborted.")

@@ -58,6 +58,9 @@ class Layout:
 
     def conf_overrides(self, module: str, version: str, kver: str, arch: str) -> list[Path]:
         e = self.etc_dkms
+        if any("/" in part for part in (module, version, kver, arch)):
+            # a hostile name must not make us source a file outside /etc/dkms
+            return []
         return [
             e / f"{module}.conf",
             e / f"{module}-{version}.conf",

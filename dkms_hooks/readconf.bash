@@ -63,8 +63,13 @@ __first_pass() (
 )
 
 __record() {
-    printf '%s\0' "$@" >> "$__out"
+    builtin printf '%s\0' "$@" >> "$__out"
 }
+
+# The second evaluation runs in this shell: a value crafted to reassign where records go or
+# which names are reported, or to redefine the functions that report them, fails instead.
+readonly __out __names __deprecated
+readonly -f __first_pass __record
 
 : > "$__out"
 for __file in "$@"; do

@@ -5,12 +5,13 @@ argv lists only; a shell is started only to run text that upstream evaluates as 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -37,6 +38,17 @@ class Result:
     elapsed: float
 
 
+@dataclass(frozen=True)
+class RunAs:
+    """Another user to run a command as (the unprivileged build user)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
 class ToolMissing(Exception):
     def __init__(self, tool: str) -> None:
         super().__init__(f"{tool} not found.")
@@ -53,11 +65,15 @@ def run(
     stderr: int | IO[bytes] | IO[str] | None = None,
     input: str | None = None,
     pass_fds: Sequence[int] = (),
+    as_user: RunAs | None = None,
 ) -> Result:
     """Run argv and wait. stdout is captured (text) unless redirected; a non-zero exit is
     returned, not raised, because most callers map it to one of upstream's exit codes."""
     cmd = tuple(os.fspath(a) for a in argv)
-    _debug(f"+ {shlex.join(cmd)}")
+    _debug(f"+ {shlex.join(cmd)}" + (f"  (as {as_user.name})" if as_user else ""))
+    if as_user is not None:
+        env = {**(env if env is not None else os.environ), "HOME": as_user.home, "USER": as_user.name,
+               "LOGNAME": as_user.name}
     sys.stdout.flush()
     sys.stderr.flush()
     start = time.monotonic()
@@ -74,6 +90,9 @@ def run(
             errors="surrogateescape",
             check=False,
             pass_fds=tuple(pass_fds),
+            user=as_user.uid if as_user else None,
+            group=as_user.gid if as_user else None,
+            extra_groups=list(as_user.groups) if as_user else None,
         )
     except FileNotFoundError as e:
         if cwd is not None and not Path(cwd).is_dir():
@@ -97,6 +116,26 @@ def run_bytes(argv: Sequence[PathString]) -> bytes | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
+@contextlib.contextmanager
+def pipe_from(argv: Sequence[PathString]) -> Iterator[IO[bytes]]:
+    """Run argv with its binary stdout as a stream to read, so a large output is never held
+    in memory. Stopping early ends the process."""
+    cmd = [os.fspath(a) for a in argv]
+    _debug(f"+ {shlex.join(cmd)}")
+    try:
+        proc = subprocess.Popen(cmd, stdin=DEVNULL, stdout=PIPE, stderr=DEVNULL)
+    except FileNotFoundError as e:
+        raise ToolMissing(cmd[0]) from e
+    assert proc.stdout is not None
+    try:
+        yield proc.stdout
+    finally:
+        proc.stdout.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
 def run_shell(
     script: str,
     *,
@@ -106,6 +145,7 @@ def run_shell(
     stdout: int | IO[bytes] | IO[str] | None = None,
     stderr: int | IO[bytes] | IO[str] | None = None,
     pass_fds: Sequence[int] = (),
+    as_user: RunAs | None = None,
 ) -> Result:
     """Evaluate shell text with bash, as upstream's ``eval`` does: ``variables`` become plain
     (unexported) shell variables, so the text can expand them without make seeing them."""
@@ -117,6 +157,7 @@ def run_shell(
         stdout=stdout,
         stderr=stderr,
         pass_fds=pass_fds,
+        as_user=as_user,
     )
 
 

@@ -12,7 +12,7 @@ from dkms_hooks.errors import SilentExit
 
 def run_script(
     ctx: Context, kind: str, script: str, module: str, version: str, *, logfile: Path | None = None,
-    variables: dict[str, str] | None = None,
+    variables: dict[str, str] | None = None, as_user: run.RunAs | None = None,
 ) -> int:
     """Run a dkms.conf script the way upstream does. ``kind`` is e.g. ``post_add``.
 
@@ -37,7 +37,7 @@ def run_script(
     if logfile is not None:
         rc = steps.invoke_shell(
             ctx, f"cd {run_dir}/ && {command}", f"Running the {kind} script", logfile,
-            variables=variables, env=ctx.build_env(),
+            variables=variables, env=ctx.build_env(), as_user=as_user,
         )
         if rc != 0:
             ctx.console.print(f"Consult {logfile} for more information.")

@@ -61,6 +61,8 @@ class HooksSettings:
     initramfs: str = "auto"
     #: job budget for parallel builds; 0 means the CPU count
     jobs: int = 0
+    #: a user that make, patches and PRE_BUILD/POST_BUILD run as ("" = as the caller)
+    build_user: str = ""
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
@@ -89,8 +91,12 @@ def load_hooks_settings(path: Path) -> HooksSettings:
     jobs = data.get("jobs", 0)
     if not isinstance(jobs, int) or jobs < 0:
         raise SettingsError(f"{path}: jobs must be a whole number >= 0")
-    extra = {k: v for k, v in data.items() if k not in ("critical_modules", "initramfs", "jobs")}
-    return HooksSettings(tuple(critical), initramfs, jobs, extra)
+    build_user = data.get("build_user", "")
+    if not isinstance(build_user, str):
+        raise SettingsError(f"{path}: build_user must be a user name")
+    known = ("critical_modules", "initramfs", "jobs", "build_user")
+    extra = {k: v for k, v in data.items() if k not in known}
+    return HooksSettings(tuple(critical), initramfs, jobs, build_user, extra)
 
 
 def nproc(env: Mapping[str, str]) -> str:

@@ -3,6 +3,7 @@ code/elapsed block that make.log and post_transaction.log are made of."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -39,6 +40,7 @@ def invoke_shell(
     variables: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
     background: bool = True,
+    as_user: run.RunAs | None = None,
 ) -> int:
     """Evaluate ``command`` as shell text, as upstream's invoke_command does."""
     console = ctx.console
@@ -52,19 +54,23 @@ def invoke_shell(
         env = {**env, "MAKEFLAGS": ctx.jobserver.makeflags}
         fds = ctx.jobserver.fds
     if logfile is not None:
-        with open(logfile, "a", encoding="utf-8", errors="surrogateescape") as log:
+        # no following links: with build_user the directory belongs to the build user, who
+        # must not be able to point root's appends at another file
+        fd = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(fd, "a", encoding="utf-8", errors="surrogateescape") as log:
             log.write(f"\n{description}\n# command: {command}\n")
             log.flush()
             start = int(time.monotonic())
             res = run.run_shell(command, variables=variables, cwd=cwd, env=env, stdout=log, stderr=run.STDOUT,
-                                pass_fds=fds)
+                                pass_fds=fds, as_user=as_user)
             end = int(time.monotonic())
             log.write(f"\n# exit code: {res.returncode}\n# elapsed time: {_elapsed(end - start)}\n{RULE}\n")
     elif background and not ctx.options.verbose:
         res = run.run_shell(command, variables=variables, cwd=cwd, env=env, stdout=run.DEVNULL, stderr=run.STDOUT,
-                            pass_fds=fds)
+                            pass_fds=fds, as_user=as_user)
     else:
-        res = run.run_shell(command, variables=variables, cwd=cwd, env=env, stdout=None, pass_fds=fds)
+        res = run.run_shell(command, variables=variables, cwd=cwd, env=env, stdout=None, pass_fds=fds,
+                            as_user=as_user)
     return _finish(ctx, res.returncode, command)
 
 

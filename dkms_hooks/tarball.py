@@ -1,18 +1,20 @@
 """mktarball and ldtarball: a module's source and/or built binaries as one archive.
 
 Loading refuses members that would land outside the extraction directory (absolute
-paths, ``..``, links pointing out, devices): tarfile's "data" filter."""
+paths, ``..``, links pointing out, devices) and archives that unpack to more than
+MAX_UNPACKED; members are streamed to disk one by one, never held in memory."""
 
 from __future__ import annotations
 
-import io
+import contextlib
 import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from dkms_hooks import actions, run, tree
+from dkms_hooks import actions, run, safety, tree
 from dkms_hooks.context import Context
 from dkms_hooks.errors import DkmsError
 
@@ -84,41 +86,78 @@ def make_tarball(ctx: Context) -> None:
         del conf  # read for its checks (and --directive echo), as upstream does
 
 
-def _open(archive: Path) -> tarfile.TarFile:
-    try:
-        return tarfile.open(archive, "r:*")
-    except tarfile.ReadError:
-        data = run.run_bytes(["zstd", "-dc", "--", archive])
-        if data is None:
-            raise
-        return tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+#: an archive that unpacks to more is refused before it fills the disk (a module's source
+#: with binaries for a few kernels is far smaller)
+MAX_UNPACKED = 4 << 30
+MAX_MEMBERS = 100_000
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@contextlib.contextmanager
+def _open_stream(archive: Path) -> Iterator[tarfile.TarFile]:
+    """The archive as a stream of members, read once from the start: nothing is held in
+    memory beyond the member being written."""
+    with open(archive, "rb") as f:
+        magic = f.read(4)
+    if magic == _ZSTD_MAGIC:
+        with run.pipe_from(["zstd", "-dc", "--", archive]) as stream, \
+                tarfile.open(fileobj=stream, mode="r|") as tf:
+            yield tf
+    else:
+        with tarfile.open(archive, "r|*") as tf:
+            yield tf
 
 
 def _refusal(member: tarfile.TarInfo) -> str | None:
     name = member.name
     parts = Path(name).parts
     if name.startswith("/") or ".." in parts:
-        return f"member {name!r} points outside the archive"
+        return f"member {safety.shown(name)} points outside the archive"
     if member.issym() or member.islnk():
         target = member.linkname
         base = Path(name).parent if member.issym() else Path()
-        if target.startswith("/") or ".." in (base / target).parts:
-            return f"link {name!r} -> {target!r} points outside the archive"
+        if target.startswith("/") or safety.climbs_out(os.fspath(base / target)):
+            return f"link {safety.shown(name)} -> {safety.shown(target)} points outside the archive"
     if member.isdev() or member.isfifo():
-        return f"member {name!r} is a device or fifo"
+        return f"member {safety.shown(name)} is a device or fifo"
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        return f"member {safety.shown(name)} is not a file, directory or link"
     return None
 
 
 def _extract(ctx: Context, archive: Path, dest: Path) -> None:
+    """Unpack member by member, each checked before it is written; a refusal leaves only
+    the temporary directory, which the caller removes."""
+    total = count = 0
     try:
-        with _open(archive) as tf:
-            for member in tf.getmembers():
+        with _open_stream(archive) as tf:
+            for member in tf:
+                count += 1
+                total += member.size if member.isreg() else 0
                 why = _refusal(member)
+                if why is None and total > MAX_UNPACKED:
+                    why = f"it unpacks to more than {MAX_UNPACKED >> 30} GiB"
+                if why is None and count > MAX_MEMBERS:
+                    why = f"it has more than {MAX_MEMBERS} members"
                 if why:
                     raise DkmsError(3, f"Tarball {archive} cannot be unpacked safely: {why}.")
-            tf.extractall(dest, filter="data")
+                tf.extract(member, dest, filter="data")
     except (tarfile.TarError, OSError) as e:
         raise DkmsError(3, f"Tarball {archive} cannot be unpacked safely: {e}") from e
+
+
+def _check_binaries(archive: Path, kdir: Path, adir: Path) -> None:
+    """Kernel and arch directory names become paths in the dkms tree, and built modules are
+    copied to the kernel: no odd names, no links."""
+    why = safety.bad_name(kdir.name) or safety.bad_name(adir.name)
+    if why is None and (kdir.is_symlink() or adir.is_symlink()):
+        why = f"{safety.shown(kdir.name)}/{safety.shown(adir.name)} under dkms_main_tree is a link"
+    for dirpath, dirs, files in os.walk(adir):
+        for entry in dirs + files:
+            if why is None and os.path.islink(os.path.join(dirpath, entry)):
+                why = f"{safety.shown(entry)} under dkms_main_tree is a link"
+    if why:
+        raise DkmsError(3, f"Tarball {archive} cannot be unpacked safely: {why}.")
 
 
 def load_tarball(ctx: Context) -> bool:
@@ -169,6 +208,9 @@ def load_tarball(ctx: Context) -> bool:
             raise DkmsError(7, "No valid dkms.conf in dkms_source_tree or dkms_binaries_only.",
                             f"{o.archive} is not a valid DKMS tarball.")
         o.module, o.version = name, version
+        for kdir in (tmp / "dkms_main_tree").iterdir():
+            for adir in kdir.iterdir() if kdir.is_dir() else []:
+                _check_binaries(archive, kdir, adir)
         console.print("")
         console.print(f"Loading tarball for {name}/{version}")
         if found == "dkms_source_tree":

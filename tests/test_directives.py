@@ -345,6 +345,15 @@ def test_modprobe_on_install_for_the_running_kernel(sandbox: Sandbox) -> None:
         (fakebin / tool).chmod(0o755)
     write_module(sandbox.source_tree, "probe")
     env = {"PATH": f"{fakebin}:{sandbox.env['PATH']}"}
+    sandbox.dkms("build", "probe/1.0", "-k", running, env=env, check=True)
+    # built with another kernel's headers: make its vermagic name the running kernel, or
+    # install refuses it (as it should a module built for another kernel)
+    built = next((sandbox.dkms_tree / "probe/1.0" / running).glob("*/module/probe.ko"))
+    data = built.read_bytes()
+    start = data.index(b"vermagic=") + len(b"vermagic=")
+    end = data.index(b"\0", start)
+    assert len(running) <= end - start
+    built.write_bytes(data[:start] + running.encode().ljust(end - start) + data[end:])
     sandbox.dkms("install", "probe/1.0", "-k", running, "--modprobe-on-install", env=env, check=True)
     calls = (sandbox.root / "calls.log").read_text() if (sandbox.root / "calls.log").exists() else ""
     has_devices = any(Path("/sys/devices").rglob("modalias"))
