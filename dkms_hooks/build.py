@@ -9,8 +9,8 @@ import shutil
 import time
 from pathlib import Path
 
-from dkms_hooks import UPSTREAM_RELEASE, run, scripts, signing, steps, tree
-from dkms_hooks.context import Context
+from dkms_hooks import UPSTREAM_RELEASE, journal, run, scripts, signing, steps, tree
+from dkms_hooks.context import Context, Signing
 from dkms_hooks.dkmsconf import ModuleConf
 from dkms_hooks.errors import EXIT_SKIPPED, DkmsError, DkmsWarnExit
 from dkms_hooks.kernel import Compression, KernelTarget
@@ -136,6 +136,20 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
                 "You may override by specifying --force.",
             )
 
+    with journal.operation(ctx, "build", module, version, kver, arch, build_dir=os.fspath(build_dir),
+                           kernel_dir=os.fspath(kernel_dir), base_dir=os.fspath(base_dir)) as op:
+        _make_and_place(ctx, op, conf, kernel, env, sign, compression, module, version, kver, arch)
+
+
+def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kernel: KernelTarget,
+                    env: dict[str, str], sign: Signing | None, compression: Compression, module: str,
+                    version: str, kver: str, arch: str) -> None:
+    lay = ctx.layout
+    source_dir = lay.source_link(module, version)
+    build_dir = lay.build_dir(module, version)
+    kernel_dir = lay.kernel_dir(module, version, kver)
+    base_dir = lay.built_dir(module, version, kver, arch)
+    build_log = build_dir / "make.log"
     shutil.rmtree(build_dir, ignore_errors=True)
     _copy_tree(Path(os.path.realpath(source_dir)), build_dir)
     etc_patches = lay.script_override_dir(module) / "patches"
@@ -182,8 +196,11 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
                 f"or consult {build_log} for more information.",
             )
 
+    op.advance("compiled")
+    op.note(kernel_dir_existed=kernel_dir.is_dir())
     kernel_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(_mkdtemp(kernel_dir, f".tmp_{arch}_"))
+    op.note(staging=os.fspath(staging))
     (staging / "log").mkdir()
     (staging / "module").mkdir()
     symvers = build_dir / "Module.symvers"
@@ -208,28 +225,31 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
         if not any((staging / "module" / f"{m.dest_name}{s}").is_file()
                    for s in (".ko", ".ko" + compression.suffix)):
             raise DkmsError(7, f"Missing module '{m.dest_name}' in {staging}/module")
-    os.chmod(staging, 0o755)
-    try:
-        os.rename(staging, base_dir)
-    except OSError as e:
-        raise DkmsError(7, f"do_build: final mv failed ({e.errno})") from e
-
-    scripts.run_script(ctx, "post_build", conf.script("POST_BUILD"), module, version, logfile=build_log,
-                       variables=variables)
-    try:
-        os.replace(build_log, base_dir / "log/make.log")
-    except OSError:
-        pass
-    shutil.rmtree(build_dir, ignore_errors=True)
-
     if conf.build_depends_rebuild and not ctx.options.force:
+        # written before the final rename, so a built module always has them
         for dep in conf.build_depends:
             versions = [e.version for e in tree.status_entries(lay, dep, "", kver, arch)]
             if versions:
                 from dkms_hooks.kernel import version_sort_key
 
                 newest = max(versions, key=version_sort_key)
-                (base_dir / f".dep_{dep}").write_text(newest + "\n")
+                (staging / f".dep_{dep}").write_text(newest + "\n")
+    os.chmod(staging, 0o755)
+    op.advance("staged")
+    try:
+        os.rename(staging, base_dir)
+    except OSError as e:
+        raise DkmsError(7, f"do_build: final mv failed ({e.errno})") from e
+    op.advance("placed")
+
+    scripts.run_script(ctx, "post_build", conf.script("POST_BUILD"), module, version, logfile=build_log,
+                       variables=variables)
+    op.advance("post-build-done")
+    try:
+        os.replace(build_log, base_dir / "log/make.log")
+    except OSError:
+        pass
+    shutil.rmtree(build_dir, ignore_errors=True)
 
 
 def _mkdtemp(parent: Path, prefix: str) -> str:
