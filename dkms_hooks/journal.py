@@ -57,7 +57,7 @@ STEPS: dict[str, tuple[str, ...]] = {
 }
 
 _counter = itertools.count()
-_counter_lock = threading.Lock()
+_lock = threading.Lock()
 
 
 def journal_dir(ctx: Context) -> Path:
@@ -134,17 +134,24 @@ class Operation:
         self._write()
 
     def _write(self) -> None:
-        if self.path is None:
-            d = journal_dir(self.ctx)
-            d.mkdir(parents=True, exist_ok=True)
-            with _counter_lock:
-                n = next(_counter)
-            self.path = d / f"{time.time_ns():020d}-{os.getpid()}-{n}.json"
-        write_atomically(self.path, json.dumps(self.record()))
+        with _lock:  # against another job's finish() removing the directory
+            if self.path is None:
+                d = journal_dir(self.ctx)
+                d.mkdir(parents=True, exist_ok=True)
+                self.path = d / f"{time.time_ns():020d}-{os.getpid()}-{next(_counter)}.json"
+            write_atomically(self.path, json.dumps(self.record()))
 
     def finish(self) -> None:
-        if self.path is not None:
+        if self.path is None:
+            return
+        with _lock:
             self.path.unlink(missing_ok=True)
+            # an empty journal leaves no trace: a refused command changes nothing on disk
+            for d in (self.path.parent, self.path.parent.parent):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
             self.path = None
 
 

@@ -56,7 +56,8 @@ def recover(ctx: Context) -> int:
         except BadRecord as e:
             ctx.console.eprint(f"dkms: ignoring journal record {path}: {e}")
             continue
-        except OSError as e:
+        except (OSError, KeyError, ValueError, TypeError) as e:
+            # left for a later run (with the rights it needs); never in the way of this one
             ctx.console.eprint(f"dkms: cannot recover from {path}: {e}")
             continue
         op.finish()
@@ -66,7 +67,8 @@ def recover(ctx: Context) -> int:
         ctx.console.eprint(f"dkms: {what} an interrupted {op.kind} of {target}{where}")
     # status' cache holds nothing about the tree's state, but an interrupted run may have
     # left it half written: start afresh
-    (ctx.layout.hooks_state / "status-cache.json").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (ctx.layout.hooks_state / "status-cache.json").unlink(missing_ok=True)
     return handled
 
 
@@ -97,7 +99,8 @@ def _drop_partial_records(ctx: Context) -> None:
         return
     for n in names:
         if n.startswith(".") and n.endswith(".tmp"):
-            (d / n).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (d / n).unlink(missing_ok=True)
 
 
 def _load(ctx: Context, path: Path) -> journal.Operation:
