@@ -308,6 +308,7 @@ def _install_files(ctx: Context, op: journal.Operation, conf: ModuleConf, wanted
                     and bool(conf.scalar("REMAKE_INITRD")))
     if ctx.depmod_batch is not None:
         ctx.depmod_batch.add(kver)
+        journal.depmod_owed(ctx, kver)
         rc = 0
     else:
         rc = steps.invoke_python(ctx, f"do_depmod {kver}", "Running depmod", lambda: depmod.do_depmod(ctx, kver))
@@ -449,8 +450,10 @@ def uninstall_files(ctx: Context, op: journal.Operation) -> None:
 def _depmod_after_uninstall(ctx: Context, kver: str, arch: str, *, delayed: bool) -> None:
     if ctx.depmod_batch is not None:
         ctx.depmod_batch.add(kver)
+        journal.depmod_owed(ctx, kver)
     elif delayed:
         (ctx.layout.dkms_tree / f"depmod-pending-{kver}-{arch}").touch()
+        journal.depmod_owed(ctx, kver)
     else:
         steps.invoke_python(ctx, f"do_depmod {kver}", "Running depmod", lambda: depmod.do_depmod(ctx, kver))
 

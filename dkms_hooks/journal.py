@@ -37,6 +37,8 @@ OPS: dict[str, tuple[str, ...]] = {
     "unbuild": ("begin", "moved-aside"),
     "remove": ("begin", "moved-aside"),
     "ldtarball": ("begin", "source-staged", "source-placed", "built-staged", "built-placed"),
+    #: not a verb's operation: a depmod left for later (depmod_owed)
+    "depmod": ("owed",),
 }
 
 #: the operations each verb goes through, from the state it normally starts in
@@ -171,6 +173,24 @@ def operation(ctx: Context, kind: str, module: str, version: str, kver: str = ""
         op.finish()
         raise
     op.finish()
+
+
+def depmod_owed(ctx: Context, kver: str) -> None:
+    """depmod for ``kver`` is left for later (the end of an event transaction, a kernel
+    hook's single run): recorded until it has run, so that a crash before it still gets it."""
+    path = journal_dir(ctx) / f"depmod-{kver}.json"
+    with _lock:
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps({"op": "depmod", "module": "", "version": "", "kver": kver, "arch": "",
+                                           "pid": os.getpid(), "step": "owed", "data": {}}))
+
+
+def depmod_ran(ctx: Context, kver: str) -> None:
+    path = journal_dir(ctx) / f"depmod-{kver}.json"
+    if path.exists():
+        Operation(ctx, "depmod", "", "", kver, path=path).finish()
 
 
 def records(ctx: Context) -> list[Path]:

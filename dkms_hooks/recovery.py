@@ -49,7 +49,11 @@ def recover(ctx: Context) -> int:
     # recovery reuses the verbs' own code; their messages are not for this run's output
     quiet = ctx.fork(BufferConsole(quiet=True))
     handled = 0
-    for path in reversed(records):  # the newest first: nested operations before their parents
+    # the newest first (nested operations before their parents), a depmod left for later last
+    owed = [p for p in records if p.name.startswith("depmod-")]
+    for path in [p for p in reversed(records) if p not in owed] + owed:
+        if not path.exists():
+            continue  # a depmod another recovery just ran
         try:
             op = _load(quiet, path)
             what = _RECOVER[op.kind](quiet, op)
@@ -62,6 +66,9 @@ def recover(ctx: Context) -> int:
             continue
         op.finish()
         handled += 1
+        if op.kind == "depmod":
+            ctx.console.eprint(f"dkms: ran depmod for kernel {op.kver}, left over by an interrupted run")
+            continue
         target = f"{op.module}/{op.version}" if op.module else "a tarball"
         where = f" for kernel {op.kver} ({op.arch})" if op.kver else ""
         ctx.console.eprint(f"dkms: {what} an interrupted {op.kind} of {target}{where}")
@@ -311,7 +318,16 @@ def _ldtarball(ctx: Context, op: journal.Operation) -> str:
     return "rolled back"
 
 
+def _owed_depmod(ctx: Context, op: journal.Operation) -> str:
+    _depmod(ctx, op.kver)
+    # a kernel hook's own note of the same debt (upstream's name)
+    for pending in ctx.layout.dkms_tree.glob(f"depmod-pending-{op.kver}-*"):
+        pending.unlink(missing_ok=True)
+    return "finished"
+
+
 _RECOVER: dict[str, Callable[[Context, journal.Operation], str]] = {
+    "depmod": _owed_depmod,
     "add": _add,
     "build": _build,
     "install": _install,

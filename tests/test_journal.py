@@ -228,3 +228,23 @@ def test_killed_at_step(world: World, verb: str, step: str) -> None:
     else:
         assert res.returncode == 0, res.output
     assert check_true_to_disk(world, sb) == v.end
+
+
+@pytest.mark.parametrize("step", ["install.linked", "install.depmod-done"])
+def test_event_killed_before_its_batched_depmod(world: World, step: str) -> None:
+    """An event runs depmod once at the end of its transaction: a kill before that still
+    gets the depmod, from the next run."""
+    k = _kver()
+    sb = world.restore("added")
+    res = sb.event("kernel-install", "add", k, "/boot/x", "/boot/vmlinuz", env={"DKMS_HOOKS_CRASH_AT": step})
+    assert res.returncode == -signal.SIGKILL, res.output
+    assert check_true_to_disk(world, sb) == "installed"  # modules.dep lists it
+
+
+def test_kernel_hook_killed_before_its_single_depmod(world: World) -> None:
+    k = _kver()
+    sb = world.restore("installed")
+    res = sb.dkms("kernel_prerm", "-k", k, env={"DKMS_HOOKS_CRASH_AT": "unbuild.moved-aside"})
+    assert res.returncode == -signal.SIGKILL, res.output
+    assert check_true_to_disk(world, sb) == "added"  # modules.dep no longer lists it
+    assert not list(sb.dkms_tree.glob("depmod-pending-*"))
