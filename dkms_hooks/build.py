@@ -89,7 +89,6 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
     build_dir = lay.build_dir(module, version)
     kernel_dir = lay.kernel_dir(module, version, kver)
     base_dir = lay.built_dir(module, version, kver, arch)
-    build_log = build_dir / "make.log"
     if base_dir.is_dir():
         raise DkmsError(
             3,
