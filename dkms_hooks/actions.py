@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from dkms_hooks import build, install, scripts, steps, tree
+from dkms_hooks import build, install, journal, scripts, steps, tree
 from dkms_hooks.console import Console
 from dkms_hooks.context import Context
 from dkms_hooks.errors import DkmsError
@@ -26,8 +26,9 @@ def check_module_args(ctx: Context, action: str) -> None:
     )
 
 
-def add_source_tree(ctx: Context, path: str) -> None:
-    """Copy a source tree (a directory holding dkms.conf) to <sourcetree>/<name>-<version>."""
+def add_source_tree(ctx: Context, path: str, *, op: journal.Operation | None = None) -> None:
+    """Copy a source tree (a directory holding dkms.conf) to <sourcetree>/<name>-<version>.
+    ``op`` (ldtarball) records the copy, so that an interrupted one is undone."""
     src = os.path.realpath(path)
     if not (src and os.path.isfile(os.path.join(src, "dkms.conf"))):
         raise DkmsError(9, f"{path} must contain a dkms.conf file!")
@@ -42,16 +43,28 @@ def add_source_tree(ctx: Context, path: str) -> None:
     o.module, o.version = name, version
     lay = ctx.layout
     dest = lay.source_dir(name, version)
+    if op is not None:
+        op.module, op.version = name, version
+        op.note(source_dest=os.fspath(dest), source_existed=dest.is_dir(),
+                version_dir=os.fspath(lay.version_dir(name, version)),
+                version_dir_existed=lay.version_dir(name, version).is_dir(),
+                module_dir_existed=lay.module_dir(name).is_dir())
     if o.force and dest.is_dir():
         ctx.console.eprint("")
         ctx.console.print(f"Forcing install of {name}/{version}")
-        shutil.rmtree(dest)
+        if op is None:
+            shutil.rmtree(dest)
+        else:
+            aside = aside_name(dest)
+            op.note(source_aside=os.fspath(aside))
+            shutil.rmtree(aside, ignore_errors=True)
+            os.rename(dest, aside)
     if src in (os.fspath(dest), os.fspath(lay.source_link(name, version)), os.fspath(lay.build_dir(name, version))):
         return
-    _copy_source(Path(src), dest)
+    _copy_source(Path(src), dest, op)
 
 
-def _copy_source(src: Path, dest: Path) -> None:
+def _copy_source(src: Path, dest: Path, op: journal.Operation | None) -> None:
     """Copy into place through a temporary sibling, so a half-copied tree is never seen
     under the final name."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -59,9 +72,15 @@ def _copy_source(src: Path, dest: Path) -> None:
         shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
         return
     tmp = dest.with_name(f".{dest.name}.dkms-new")
+    if op is not None:
+        op.note(source_tmp=os.fspath(tmp))
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, symlinks=True)
+    if op is not None:
+        op.advance("source-staged")
     os.rename(tmp, dest)
+    if op is not None:
+        op.advance("source-placed")
 
 
 def add_module(ctx: Context, module: str = "", version: str = "") -> None:
@@ -92,13 +111,19 @@ def add_module(ctx: Context, module: str = "", version: str = "") -> None:
     conf = ctx.read_conf(module, version, o.kernels[0] if o.kernels else "", o.arches[0] if o.arches else "",
                          source_conf, strict=True)
     ctx.console.print(f"Creating symlink {lay.source_link(module, version)} -> {source_dir}")
-    lay.build_dir(module, version).mkdir(parents=True, exist_ok=True)
     link = lay.source_link(module, version)
     tmp = link.with_name(".source.dkms-new")
-    tmp.unlink(missing_ok=True)
-    os.symlink(source_dir, tmp)
-    os.replace(tmp, link)
-    save_conf(ctx, module, version, Path(source_conf))
+    with journal.operation(ctx, "add", module, version, module_dir_existed=lay.module_dir(module).is_dir(),
+                           version_dir_existed=lay.version_dir(module, version).is_dir(),
+                           build_dir_existed=lay.build_dir(module, version).is_dir(), link_tmp=os.fspath(tmp),
+                           conf=os.path.abspath(source_conf)) as op:
+        lay.build_dir(module, version).mkdir(parents=True, exist_ok=True)
+        op.advance("dir-made")
+        tmp.unlink(missing_ok=True)
+        os.symlink(source_dir, tmp)
+        os.replace(tmp, link)
+        op.advance("linked")
+        save_conf(ctx, module, version, Path(source_conf))
     scripts.run_script(ctx, "post_add", conf.script("POST_ADD"), module, version)
 
 
@@ -214,8 +239,26 @@ def maybe_unbuild(ctx: Context, module: str, version: str, kver: str, arch: str)
 
 def do_unbuild(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
     lay = ctx.layout
-    shutil.rmtree(lay.built_dir(module, version, kver, arch), ignore_errors=True)
-    kdir = lay.kernel_dir(module, version, kver)
+    built = lay.built_dir(module, version, kver, arch)
+    aside = aside_name(built)
+    with journal.operation(ctx, "unbuild", module, version, kver, arch, aside=os.fspath(aside)) as op:
+        # one rename takes the whole built directory out of the tree; then it is deleted
+        shutil.rmtree(aside, ignore_errors=True)
+        if built.is_dir() or built.is_symlink():
+            os.rename(built, aside)
+        op.advance("moved-aside")
+        finish_unbuild(ctx, module, version, kver, aside)
+
+
+def aside_name(path: Path) -> Path:
+    """Where a directory goes on its way out: a dot name beside it, which no glob of the
+    tree matches."""
+    return path.with_name(f".{path.name}.dkms-del")
+
+
+def finish_unbuild(ctx: Context, module: str, version: str, kver: str, aside: Path) -> None:
+    shutil.rmtree(aside, ignore_errors=True)
+    kdir = ctx.layout.kernel_dir(module, version, kver)
     if kdir.is_dir() and not any(p.is_dir() for p in kdir.iterdir()):
         shutil.rmtree(kdir, ignore_errors=True)
 
@@ -337,12 +380,27 @@ def remove_module(ctx: Context) -> None:
     others = [p for p in vdir.iterdir() if p.is_dir() and not p.name.endswith(kept)] if vdir.is_dir() else []
     if not others:
         ctx.console.print(f"Deleting module {o.module}/{o.version} completely from the DKMS tree.")
-        shutil.rmtree(vdir, ignore_errors=True)
-        for own in (lay.failed_logs(o.module, o.version), lay.saved_conf(o.module, o.version).parent,
-                    lay.private_build_dir(o.module, o.version, "k", "a").parent):
-            shutil.rmtree(own, ignore_errors=True)
-            prune_empty_parents(own.parent, lay.dkms_tree)
+        aside = aside_name(vdir)
+        with journal.operation(ctx, "remove", o.module, o.version, aside=os.fspath(aside)) as op:
+            # a half-deleted version directory would read as broken: take it out in one rename
+            shutil.rmtree(aside, ignore_errors=True)
+            if vdir.is_dir():
+                os.rename(vdir, aside)
+            op.advance("moved-aside")
+            finish_remove(ctx, o.module, o.version, aside)
     mdir = lay.module_dir(o.module)
+    if mdir.is_dir() and not any(mdir.iterdir()):
+        shutil.rmtree(mdir, ignore_errors=True)
+
+
+def finish_remove(ctx: Context, module: str, version: str, aside: Path) -> None:
+    lay = ctx.layout
+    shutil.rmtree(aside, ignore_errors=True)
+    for own in (lay.failed_logs(module, version), lay.saved_conf(module, version).parent,
+                lay.private_build_dir(module, version, "k", "a").parent):
+        shutil.rmtree(own, ignore_errors=True)
+        prune_empty_parents(own.parent, lay.dkms_tree)
+    mdir = lay.module_dir(module)
     if mdir.is_dir() and not any(mdir.iterdir()):
         shutil.rmtree(mdir, ignore_errors=True)
 

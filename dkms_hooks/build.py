@@ -9,8 +9,9 @@ import shutil
 import time
 from pathlib import Path
 
-from dkms_hooks import UPSTREAM_RELEASE, builduser, run, safety, scripts, signing, steps, tree
-from dkms_hooks.context import Context
+from dkms_hooks import UPSTREAM_RELEASE, builduser, journal, run, safety, scripts, signing, steps, tree
+from dkms_hooks.context import Context, Signing
+from dkms_hooks.run import RunAs
 from dkms_hooks.dkmsconf import ModuleConf
 from dkms_hooks.errors import EXIT_SKIPPED, DkmsError, DkmsWarnExit
 from dkms_hooks.kernel import Compression, KernelTarget
@@ -99,11 +100,10 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
     if not tree.is_added(lay, module, version):
         actions.add_module(ctx, module, version)
         ctx.console.print("")
-    source_dir = lay.source_link(module, version)
     build_dir = lay.build_dir(module, version)
+    source_dir = lay.source_link(module, version)
     kernel_dir = lay.kernel_dir(module, version, kver)
     base_dir = lay.built_dir(module, version, kver, arch)
-    build_log = build_dir / "make.log"
     if base_dir.is_dir():
         raise DkmsError(
             3,
@@ -134,7 +134,7 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
     make_command = conf.make_command
     if private is not None:
         make_command = make_command.replace(os.fspath(build_dir), os.fspath(private))
-        build_dir, build_log = private, private / "make.log"
+        build_dir = private
 
     env = ctx.build_env()
     _compiler_env(ctx, kernel, env)
@@ -156,6 +156,23 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
                 "You may override by specifying --force.",
             )
 
+    with journal.operation(ctx, "build", module, version, kver, arch, build_dir=os.fspath(build_dir),
+                           kernel_dir=os.fspath(kernel_dir), base_dir=os.fspath(base_dir)) as op:
+        _make_and_place(ctx, op, conf, kernel, env, sign, compression, make_command, build_dir, user,
+                        module, version, kver, arch)
+    if private is not None:
+        actions.prune_empty_parents(private.parent, lay.hooks_state)
+
+
+def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kernel: KernelTarget,
+                    env: dict[str, str], sign: Signing | None, compression: Compression, make_command: str,
+                    build_dir: Path, user: RunAs | None, module: str, version: str, kver: str,
+                    arch: str) -> None:
+    lay = ctx.layout
+    source_dir = lay.source_link(module, version)
+    kernel_dir = lay.kernel_dir(module, version, kver)
+    base_dir = lay.built_dir(module, version, kver, arch)
+    build_log = build_dir / "make.log"
     shutil.rmtree(build_dir, ignore_errors=True)
     build_dir.parent.mkdir(parents=True, exist_ok=True)
     _copy_tree(Path(os.path.realpath(source_dir)), build_dir)
@@ -205,8 +222,11 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
                 f"or consult {build_log} for more information.",
             )
 
+    op.advance("compiled")
+    op.note(kernel_dir_existed=kernel_dir.is_dir())
     kernel_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(_mkdtemp(kernel_dir, f".tmp_{arch}_"))
+    op.note(staging=os.fspath(staging))
     (staging / "log").mkdir()
     (staging / "module").mkdir()
     symvers = build_dir / "Module.symvers"
@@ -236,14 +256,26 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
                    for s in (".ko", ".ko" + compression.suffix)):
             raise DkmsError(7, f"Missing module '{m.dest_name}' in {staging}/module")
     shutil.rmtree(work, ignore_errors=True)
+    if conf.build_depends_rebuild and not ctx.options.force:
+        # written before the final rename, so a built module always has them
+        for dep in conf.build_depends:
+            versions = [e.version for e in tree.status_entries(lay, dep, "", kver, arch)]
+            if versions:
+                from dkms_hooks.kernel import version_sort_key
+
+                newest = max(versions, key=version_sort_key)
+                (staging / f".dep_{dep}").write_text(newest + "\n")
     os.chmod(staging, 0o755)
+    op.advance("staged")
     try:
         os.rename(staging, base_dir)
     except OSError as e:
         raise DkmsError(7, f"do_build: final mv failed ({e.errno})") from e
+    op.advance("placed")
 
     scripts.run_script(ctx, "post_build", conf.script("POST_BUILD"), module, version, logfile=build_log,
                        variables=variables, as_user=user)
+    op.advance("post-build-done")
     try:
         # the build user could have swapped make.log for a link: only a regular file is kept
         if user is None or build_log.lstat().st_mode & 0o170000 == 0o100000:
@@ -251,17 +283,6 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
     except OSError:
         pass
     shutil.rmtree(build_dir, ignore_errors=True)
-    if private is not None:
-        actions.prune_empty_parents(private.parent, lay.hooks_state)
-
-    if conf.build_depends_rebuild and not ctx.options.force:
-        for dep in conf.build_depends:
-            versions = [e.version for e in tree.status_entries(lay, dep, "", kver, arch)]
-            if versions:
-                from dkms_hooks.kernel import version_sort_key
-
-                newest = max(versions, key=version_sort_key)
-                (base_dir / f".dep_{dep}").write_text(newest + "\n")
 
 
 def _mkdtemp(parent: Path, prefix: str) -> str:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dkms_hooks import UPSTREAM_RELEASE, cmdline, distro, locking, run, safety, settings
+from dkms_hooks import UPSTREAM_RELEASE, cmdline, distro, journal, locking, run, safety, settings
 from dkms_hooks.console import Console
 from dkms_hooks.context import Context
 from dkms_hooks.errors import DkmsError, DkmsWarnExit, SilentExit
@@ -189,13 +189,24 @@ def dispatch(ctx: Context) -> int:
 
         if os.geteuid() != 0 and o.force:
             raise DkmsError(1, "You must be root to use this command with the --force option.")
-        if tarball.load_tarball(ctx):
-            actions.add_module(ctx)
-            return 0
-        return 1
+        with journal.operation(ctx, "ldtarball", "", "") as op:
+            if tarball.load_tarball(ctx, op):
+                actions.add_module(ctx)
+                tarball.drop_asides(op)
+                return 0
+            tarball.drop_asides(op)
+            return 1
     ctx.console.error(f'Unknown action specified: "{action}"')
     ctx.console.print(cmdline.USAGE.format(prog=sys.argv[0] if sys.argv else "dkms"))
     return 0
+
+
+def _recover(ctx: Context) -> None:
+    """Before anything else, finish or undo what a killed dkms left half done."""
+    if journal.records(ctx):
+        from dkms_hooks import recovery
+
+        recovery.recover(ctx)
 
 
 def _maybe_post_transaction(ctx: Context) -> None:
@@ -287,6 +298,7 @@ def run_event(ctx: Context, event_args: list[str]) -> int:
     if not ctx.options.arches:
         ctx.options.arches.append(distro.machine_arch())
     with locking.tree_lock(ctx):
+        _recover(ctx)
         return engine.handle(ctx, event, pm)
 
 
@@ -361,7 +373,12 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
         _check_names(ctx)
         if o.action in _MUTATING:
             with locking.tree_lock(ctx):
+                _recover(ctx)
                 return dispatch(ctx)
+        if o.action == "status" and journal.records(ctx):
+            from dkms_hooks import recovery
+
+            recovery.recover_if_idle(ctx)
         return dispatch(ctx)
     except SilentExit as e:
         return e.code

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from dkms_hooks import run
+from dkms_hooks import journal, run
 from dkms_hooks.context import Context
 
 _STALE = ("modules.alias", "modules.dep", "modules.devname", "modules.softdep", "modules.symbols",
@@ -26,6 +26,13 @@ def depmod_argv(ctx: Context, kver: str, basedir: Path | None) -> list[str]:
 
 def do_depmod(ctx: Context, kver: str) -> int:
     """Upstream's do_depmod. Output shows only under --verbose, as upstream's does."""
+    rc = _depmod(ctx, kver)
+    if rc == 0:
+        journal.depmod_ran(ctx, kver)
+    return rc
+
+
+def _depmod(ctx: Context, kver: str) -> int:
     if ctx.options.no_depmod:
         return 0
     say = ctx.console.print if ctx.options.verbose else (lambda *a, **k: None)

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from dkms_hooks import depmod, modinfo, run, scripts, steps, tree, vermagic
+from dkms_hooks import depmod, journal, modinfo, run, scripts, steps, tree, vermagic
 from dkms_hooks.context import Context
 from dkms_hooks.dkmsconf import BuiltModule, ModuleConf
 from dkms_hooks.errors import DkmsError
@@ -132,10 +132,12 @@ def remove_empty_dirs(top: Path) -> None:
             pass
 
 
-def _place(src: Path, dest: Path, *, symlink: bool) -> None:
+def _place(op: journal.Operation, src: Path, dest: Path, *, symlink: bool) -> None:
     """Copy (or link) src to dest through a temporary name in dest's directory, so dest is
-    never half-written."""
+    never half-written; a file it replaces is kept (hard-linked) until the install is done."""
     tmp = dest.with_name(f".{dest.name}.dkms-new")
+    keep = dest.with_name(f".{dest.name}.dkms-old") if dest.exists() or dest.is_symlink() else None
+    op.note(placed=[*op.data["placed"], [os.fspath(dest), os.fspath(keep) if keep else "", os.fspath(tmp)]])
     tmp.unlink(missing_ok=True)
     try:
         if symlink:
@@ -143,19 +145,34 @@ def _place(src: Path, dest: Path, *, symlink: bool) -> None:
         else:
             shutil.copyfile(src, tmp)
             os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        if keep is not None:
+            keep.unlink(missing_ok=True)
+            try:
+                os.link(dest, keep, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(dest, keep, follow_symlinks=False)
     except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+        # a full disk leaves no partial file behind, and dest as it was
+        tmp.unlink(missing_ok=True)
+        if keep is not None:
+            keep.unlink(missing_ok=True)
         raise
+    op.advance("module-staged")
+    os.replace(tmp, dest)
+    op.advance("module-placed")
 
 
-def _archive_original(ctx: Context, original: Path, backup_dir: Path) -> Path:
+def _archive_original(op: journal.Operation, original: Path, backup_dir: Path) -> Path:
     backup_dir.mkdir(parents=True, exist_ok=True)
     origin = backup_dir / f"{original.name}.origin"
+    target = backup_dir / original.name
+    op.note(archived=[*op.data["archived"], [os.fspath(original), os.fspath(target), os.fspath(origin)]])
     tmp_origin = origin.with_name(f".{origin.name}.new")
     tmp_origin.write_text(f"{original}\n")
     os.replace(tmp_origin, origin)
-    target = backup_dir / original.name
+    op.advance("original-saving")
     try:
         os.replace(original, target)
     except OSError:
@@ -164,27 +181,39 @@ def _archive_original(ctx: Context, original: Path, backup_dir: Path) -> Path:
         shutil.copy2(original, tmp)
         os.replace(tmp, target)
         original.unlink()
+    op.advance("original-saved")
     return target
 
 
-def _roll_back(placed: list[Path], archived: list[tuple[Path, Path]]) -> None:
-    """An install that failed half-way (a full disk): take out what it placed and put back
-    what it archived, so the kernel keeps the modules it had."""
-    for path in placed:
-        path.unlink(missing_ok=True)
-    for original, kept in archived:
+def _roll_back(placed: list[tuple[Path, Path | None]], archived: list[tuple[Path, Path]]) -> None:
+    """An install that failed half-way (a full disk): put back what it replaced or take out
+    what it added, and put back what it archived, so the kernel keeps the modules it had."""
+    for path, kept in placed:
+        if kept is not None and kept.exists():
+            os.replace(kept, path)
+        else:
+            path.unlink(missing_ok=True)
+    for original, kept_original in archived:
         try:
-            shutil.move(kept, original)
-            kept.with_name(f"{kept.name}.origin").unlink(missing_ok=True)
+            shutil.move(kept_original, original)
+            kept_original.with_name(f"{kept_original.name}.origin").unlink(missing_ok=True)
         except OSError:
             pass  # still in original_module/: uninstall restores it from there
-    for _original, kept in archived[:1]:
+    for _original, kept_original in archived[:1]:
         # the module's original_module/ as it was (status reports the directory)
-        for d in (kept.parent, kept.parent.parent, kept.parent.parent.parent):
+        for d in (kept_original.parent, kept_original.parent.parent, kept_original.parent.parent.parent):
             try:
                 d.rmdir()
             except OSError:
                 break
+
+
+def drop_kept(placed: list[list[str]]) -> None:
+    """The files an install replaced, kept until it was done."""
+    for _dest, keep, tmp in placed:
+        for leftover in (keep, tmp):
+            if leftover:
+                Path(leftover).unlink(missing_ok=True)
 
 
 def _forced(ctx: Context, module: str) -> str:
@@ -245,8 +274,29 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
     if rc != 0 and not ctx.options.force:
         raise DkmsError(101, "pre_install failed, aborting install.", "You may override by specifying --force.")
 
+    with journal.operation(ctx, "install", module, version, kver, arch, lib_tree=os.fspath(lib_tree),
+                           backup_dir=os.fspath(backup_dir), active=os.fspath(active), archived=[],
+                           placed=[]) as op:
+        _install_files(ctx, op, conf, wanted, module, version, kver, arch)
+    if (ctx.options.modprobe_on_install or ctx.framework.get("modprobe_on_install")) \
+            and kver == os.uname().release:
+        modprobe_present_devices(ctx)
+    from dkms_hooks import dependencies
+
+    dependencies.rebuild_dependents(ctx, kver, arch)
+
+
+def _install_files(ctx: Context, op: journal.Operation, conf: ModuleConf, wanted: list[BuiltModule], module: str,
+                   version: str, kver: str, arch: str) -> None:
+    lay = ctx.layout
+    console = ctx.console
+    base_dir = lay.built_dir(module, version, kver, arch)
+    lib_tree = lay.install_tree / kver
+    backup_dir = lay.original_module_dir(module, kver, arch)
+    active = lay.active_link(module, kver, arch)
+    compression = ctx.kernel(kver, arch).compression(lay)
     any_installed = False
-    placed: list[Path] = []
+    placed: list[tuple[Path, Path | None]] = []
     archived: list[tuple[Path, Path]] = []
     for m in wanted:
         if not version_sanity(ctx, conf, module, version, kver, arch, m.dest_name):
@@ -265,7 +315,7 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
             for original in candidates:
                 if original is not None and original.is_file():
                     console.print(f"Found pre-existing {original}, archiving for uninstallation")
-                    archived.append((original, _archive_original(ctx, original, backup_dir)))
+                    archived.append((original, _archive_original(op, original, backup_dir)))
                     break
         toinstall = compressed_or_uncompressed(base_dir / "module", m.dest_name, compression)
         assert toinstall is not None
@@ -273,11 +323,12 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
         console.print(f"Installing {dest_dir}/{toinstall.name}")
         try:
             dest_dir.mkdir(parents=True, exist_ok=True)
-            _place(toinstall, dest_dir / toinstall.name, symlink=ctx.options.symlink_modules)
+            _place(op, toinstall, dest_dir / toinstall.name, symlink=ctx.options.symlink_modules)
         except OSError as e:
             _roll_back(placed, archived)
             raise DkmsError(6, f"Copying '{toinstall}' failed") from e
-        placed.append(dest_dir / toinstall.name)
+        kept = op.data["placed"][-1][1]
+        placed.append((dest_dir / toinstall.name, Path(kept) if kept else None))
         any_installed = True
     if conf.num_modules > 0 and not any_installed:
         raise DkmsError(6, "Installation aborted.")
@@ -286,6 +337,8 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
     tmp_link.unlink(missing_ok=True)
     os.symlink(f"{version}/{kver}/{arch}", tmp_link)
     os.replace(tmp_link, active)
+    op.advance("linked")
+    drop_kept(op.data["placed"])
 
     weak_modules(ctx, conf, module, kver, arch, add=True)
     scripts.run_script(ctx, "post_install", conf.script("POST_INSTALL"), module, version)
@@ -293,6 +346,7 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
                     and bool(conf.scalar("REMAKE_INITRD")))
     if ctx.depmod_batch is not None:
         ctx.depmod_batch.add(kver)
+        journal.depmod_owed(ctx, kver)
         rc = 0
     else:
         rc = steps.invoke_python(ctx, f"do_depmod {kver}", "Running depmod", lambda: depmod.do_depmod(ctx, kver))
@@ -300,12 +354,7 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
         do_uninstall(ctx, module, version, kver, arch)
         raise DkmsError(6, "Problems with depmod detected. Automatically uninstalling this module.",
                         "Install Failed (depmod problems). Module rolled back to built state.")
-    if (ctx.options.modprobe_on_install or ctx.framework.get("modprobe_on_install")) \
-            and kver == os.uname().release:
-        modprobe_present_devices(ctx)
-    from dkms_hooks import dependencies
-
-    dependencies.rebuild_dependents(ctx, kver, arch)
+    op.advance("depmod-done")
 
 
 def modprobe_present_devices(ctx: Context) -> None:
@@ -384,45 +433,82 @@ def do_uninstall(ctx: Context, module: str, version: str, kver: str, arch: str, 
     backup_dir = lay.original_module_dir(module, kver, arch)
     console.print(f"Module {module}/{version} for kernel {kver} ({arch}):")
     compression = ctx.kernel(kver, arch).compression(lay)
-    suffix = ".ko" + compression.suffix
     conf = ctx.read_conf(module, version, kver, arch)
     active = lay.active_link(module, kver, arch)
-    was_active = tree.is_active(lay, module, version, kver, arch)
-    if was_active:
-        console.print("Before uninstall, this module version was ACTIVE on this kernel.")
-        weak_modules(ctx, conf, module, kver, arch, add=False)
-        lib_tree = lay.install_tree / kver
-        for m in conf.modules:
-            loc = actual_dest_location(ctx, m, module, kver, arch, compression)
+    if not tree.is_active(lay, module, version, kver, arch):
+        console.print("This module version was INACTIVE for this kernel.")
+        scripts.run_script(ctx, "post_remove", conf.script("POST_REMOVE"), module, version)
+        _depmod_after_uninstall(ctx, kver, arch, delayed=delayed_depmod)
+        drop_empty_originals(ctx, module)
+        return
+    console.print("Before uninstall, this module version was ACTIVE on this kernel.")
+    weak_modules(ctx, conf, module, kver, arch, add=False)
+    plan = [[m.dest_name, actual_dest_location(ctx, m, module, kver, arch, compression) or "",
+             m.declared_dest_location] for m in conf.modules]
+    with journal.operation(ctx, "uninstall", module, version, kver, arch, plan=plan, compression=compression.value,
+                           backup_dir=os.fspath(backup_dir), deleted=0, restored=0) as op:
+        # the link goes first: from here on the module counts as uninstalled, and what is
+        # left (deleting, restoring originals, depmod) is finished by recovery if need be
+        active.unlink(missing_ok=True)
+        op.advance("unlinked")
+        uninstall_files(ctx, op)
+        scripts.run_script(ctx, "post_remove", conf.script("POST_REMOVE"), module, version)
+        ctx.note_change(kver, [m.dest_name for m in conf.modules])
+        _depmod_after_uninstall(ctx, kver, arch, delayed=delayed_depmod)
+        op.advance("depmod-done")
+        drop_originals(ctx, module, kver, arch)
+
+
+def uninstall_files(ctx: Context, op: journal.Operation) -> None:
+    """Delete the installed copies and put back the modules they replaced, one module at a
+    time, recording each so that a second pass (recovery) never deletes a restored original."""
+    lay = ctx.layout
+    kver = op.kver
+    lib_tree = lay.install_tree / kver
+    compression = Compression(op.data["compression"])
+    suffix = ".ko" + compression.suffix
+    backup_dir = Path(op.data["backup_dir"])
+    for i, (name, loc, declared) in enumerate(op.data["plan"]):
+        if i >= op.data["deleted"]:
             if loc:
-                console.print(f"Deleting {lay.install_tree}/{kver}{loc}/{m.dest_name}{suffix}")
-                for f in Path(f"{lib_tree}{loc}").glob(f"{m.dest_name}.ko*"):
+                ctx.console.print(f"Deleting {lay.install_tree}/{kver}{loc}/{name}{suffix}")
+                for f in Path(f"{lib_tree}{loc}").glob(f"{name}.ko*"):
                     f.unlink(missing_ok=True)
                 if ctx.distro.startswith(("debian", "ubuntu", "arch", "gentoo")) or not _rpm_owns(
                         ctx, lib_tree, loc):
                     _rmdir_parents(lib_tree, loc)
             else:
-                console.print(f"Module {m.dest_name}{suffix} was not found within {lay.install_tree}/{kver}/")
-            _restore_originals(ctx, m.dest_name, backup_dir, kver, m.declared_dest_location, compression)
-        active.unlink(missing_ok=True)
-    else:
-        console.print("This module version was INACTIVE for this kernel.")
-    scripts.run_script(ctx, "post_remove", conf.script("POST_REMOVE"), module, version)
-    if was_active:
-        ctx.note_change(kver, [m.dest_name for m in conf.modules])
+                ctx.console.print(f"Module {name}{suffix} was not found within {lay.install_tree}/{kver}/")
+            op.advance("module-deleted", deleted=i + 1)
+        if i >= op.data["restored"]:
+            _restore_originals(ctx, name, backup_dir, kver, declared, compression)
+            op.advance("originals-restored", restored=i + 1)
+
+
+def _depmod_after_uninstall(ctx: Context, kver: str, arch: str, *, delayed: bool) -> None:
     if ctx.depmod_batch is not None:
         ctx.depmod_batch.add(kver)
-    elif delayed_depmod:
-        (lay.dkms_tree / f"depmod-pending-{kver}-{arch}").touch()
+        journal.depmod_owed(ctx, kver)
+    elif delayed:
+        (ctx.layout.dkms_tree / f"depmod-pending-{kver}-{arch}").touch()
+        journal.depmod_owed(ctx, kver)
     else:
         steps.invoke_python(ctx, f"do_depmod {kver}", "Running depmod", lambda: depmod.do_depmod(ctx, kver))
-    if was_active and backup_dir.is_dir():
-        console.print(f"Removing original module(s) from DKMS tree for kernel {kver} ({arch})")
+
+
+def drop_originals(ctx: Context, module: str, kver: str, arch: str) -> None:
+    backup_dir = ctx.layout.original_module_dir(module, kver, arch)
+    if backup_dir.is_dir():
+        ctx.console.print(f"Removing original module(s) from DKMS tree for kernel {kver} ({arch})")
         shutil.rmtree(backup_dir, ignore_errors=True)
         kdir = backup_dir.parent
         if kdir.is_dir() and not any(p.is_dir() for p in kdir.iterdir()):
             shutil.rmtree(kdir, ignore_errors=True)
-    originals = lay.module_dir(module) / "original_module"
+    drop_empty_originals(ctx, module)
+
+
+def drop_empty_originals(ctx: Context, module: str) -> None:
+    originals = ctx.layout.module_dir(module) / "original_module"
     if originals.is_dir() and not any(p.is_dir() for p in originals.iterdir()):
         shutil.rmtree(originals, ignore_errors=True)
 

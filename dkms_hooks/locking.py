@@ -1,8 +1,8 @@
 """One dkms process at a time on a tree: an exclusive flock on the tree directory itself.
 
 Locking the directory writes nothing into the tree. The kernel drops a flock when its
-holder dies, so a stale lock cannot block anyone; /proc/locks tells a waiting process
-who holds it."""
+holder dies (the descriptor is close-on-exec, so no child keeps it), so a stale lock
+cannot block anyone; /proc/locks tells a waiting process who holds it."""
 
 from __future__ import annotations
 
@@ -27,10 +27,40 @@ def lock_holder(path: Path) -> str:
             if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":
                 continue
             if fields[5] == wanted:
-                return fields[4]
+                return _describe(fields[4])
     except OSError:
         pass
     return "unknown"
+
+
+def _describe(pid: str) -> str:
+    """``1234 (dkms install foo/1.0)``: the command from the kernel's view of the process,
+    never from a file a holder could have left behind."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return pid
+    words = [os.fsdecode(a) for a in argv if a]
+    # python -m dkms_hooks ... / .../bin/dkms ...: show it as dkms with its verb and arguments
+    for i, w in enumerate(words):
+        if w in ("dkms_hooks", "dkms_hooks.cli") or os.path.basename(w) in ("dkms", "dkms-hooks"):
+            words = ["dkms", *_without_trees(words[i + 1:])]
+            break
+    text = " ".join(words)
+    return f"{pid} ({text[:200]})" if text else pid
+
+
+def _without_trees(args: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("--dkmstree", "--sourcetree", "--installtree"):
+            skip = True
+        elif not a.startswith(("--dkmstree=", "--sourcetree=", "--installtree=")):
+            out.append(a)
+    return out
 
 
 @contextlib.contextmanager

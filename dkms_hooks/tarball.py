@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from dkms_hooks import actions, run, safety, tree
+from dkms_hooks import actions, journal, run, safety, tree
 from dkms_hooks.context import Context
 from dkms_hooks.errors import DkmsError
 
@@ -160,9 +160,10 @@ def _check_binaries(archive: Path, kdir: Path, adir: Path) -> None:
         raise DkmsError(3, f"Tarball {archive} cannot be unpacked safely: {why}.")
 
 
-def load_tarball(ctx: Context) -> bool:
+def load_tarball(ctx: Context, op: journal.Operation | None = None) -> bool:
     """Upstream's load_tarball. Returns False for a binaries-only tarball whose source is
-    not on this system (then nothing more is added)."""
+    not on this system (then nothing more is added). ``op`` records what it puts into the
+    trees, so that an interrupted ldtarball is undone."""
     o = ctx.options
     lay = ctx.layout
     console = ctx.console
@@ -185,7 +186,7 @@ def load_tarball(ctx: Context) -> bool:
             if not confs:
                 raise DkmsError(3, "Tarball does not appear to be a correctly formed DKMS archive. "
                                    "No dkms.conf found within it.")
-            actions.add_source_tree(ctx, os.fspath(confs[0].parent))
+            actions.add_source_tree(ctx, os.fspath(confs[0].parent), op=op)
             return True
         found = ""
         name = version = ""
@@ -211,10 +212,15 @@ def load_tarball(ctx: Context) -> bool:
         for kdir in (tmp / "dkms_main_tree").iterdir():
             for adir in kdir.iterdir() if kdir.is_dir() else []:
                 _check_binaries(archive, kdir, adir)
+        if op is not None:
+            op.module, op.version = name, version
+            op.note(version_dir=os.fspath(lay.version_dir(name, version)),
+                    version_dir_existed=lay.version_dir(name, version).is_dir(),
+                    module_dir_existed=lay.module_dir(name).is_dir())
         console.print("")
         console.print(f"Loading tarball for {name}/{version}")
         if found == "dkms_source_tree":
-            actions.add_source_tree(ctx, os.fspath(tmp / "dkms_source_tree"))
+            actions.add_source_tree(ctx, os.fspath(tmp / "dkms_source_tree"), op=op)
         elif not lay.source_dir(name, version).is_dir():
             source_dir = lay.source_link(name, version)
             console.print(f"Creating {source_dir}")
@@ -230,9 +236,37 @@ def load_tarball(ctx: Context) -> bool:
                     console.warn(f"{dest} already exists. Skipping...")
                     continue
                 console.print(f"Loading {dest}...")
-                staging = dest.with_name(f".{dest.name}.loading")
-                shutil.rmtree(staging, ignore_errors=True)
-                shutil.copytree(adir, staging, symlinks=True)
-                shutil.rmtree(dest, ignore_errors=True)
-                os.rename(staging, dest)
+                _load_built(op, adir, dest)
         return found != "dkms_binaries_only" or lay.source_dir(name, version).is_dir()
+
+
+def _load_built(op: journal.Operation | None, src: Path, dest: Path) -> None:
+    """Copy a built directory in under a temporary name and rename it into place; one it
+    replaces (--force) is kept aside until the whole ldtarball is done."""
+    staging = dest.with_name(f".{dest.name}.loading")
+    aside = actions.aside_name(dest)
+    if op is not None:
+        op.note(loaded=[*op.data.get("loaded", []),
+                        [os.fspath(dest), os.fspath(staging), os.fspath(aside), dest.is_dir()]])
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(src, staging, symlinks=True)
+    if op is not None:
+        op.advance("built-staged")
+    shutil.rmtree(aside, ignore_errors=True)
+    if dest.is_dir():
+        os.rename(dest, aside)
+    os.rename(staging, dest)
+    if op is None:
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        op.advance("built-placed")
+
+
+def drop_asides(op: journal.Operation) -> None:
+    """What an ldtarball replaced, once it is done."""
+    for _dest, staging, aside, _existed in op.data.get("loaded", []):
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+    for key in ("source_tmp", "source_aside"):
+        if op.data.get(key):
+            shutil.rmtree(op.data[key], ignore_errors=True)
