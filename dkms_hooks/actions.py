@@ -275,7 +275,8 @@ def remove_module(ctx: Context) -> None:
     if not others:
         ctx.console.print(f"Deleting module {o.module}/{o.version} completely from the DKMS tree.")
         shutil.rmtree(vdir, ignore_errors=True)
-        for own in (lay.failed_logs(o.module, o.version), lay.saved_conf(o.module, o.version).parent):
+        for own in (lay.failed_logs(o.module, o.version), lay.build_records(o.module, o.version),
+                    lay.saved_conf(o.module, o.version).parent):
             shutil.rmtree(own, ignore_errors=True)
             _prune_empty_parents(own.parent, lay.dkms_tree)
     mdir = lay.module_dir(o.module)
