@@ -75,6 +75,8 @@ class Item:
     reasons: list[Reason] = field(default_factory=list)
     #: the scratch build's result (--build)
     build: dict[str, object] | None = None
+    #: matches -m/-v (the others are looked at only as BUILD_DEPENDS, and not shown)
+    named: bool = True
 
     def block(self, reason: Reason) -> None:
         self.verdict = Verdict.blocked
@@ -153,12 +155,16 @@ def plan_kernel(ctx: Context, kver: str, arch: str) -> tuple[KernelInfo, list[It
     package = "" if headers else _headers_hint(ctx, kver)
     info = KernelInfo(kver, arch, headers, package)
     o = ctx.options
-    pairs = tree.module_versions(lay, o.module, o.version)
+    # every module is looked at: one named with -m may depend on others
+    pairs = tree.module_versions(lay)
     newest = _newest([p for p in pairs if not tree.is_broken(lay, *p)])
     items: list[Item] = []
     for m, v in pairs:
+        named = (not o.module or m == o.module) and (not o.version or v == o.version)
+        if o.module and o.version and named:
+            newest.add((m, v))  # the version asked for is the one that counts
         if tree.is_broken(lay, m, v):
-            item = Item(m, v, kver, arch, Verdict.blocked, bool(o.module))
+            item = Item(m, v, kver, arch, Verdict.blocked, bool(o.module) and named, named=named)
             item.reasons.append(Reason("broken", "the module source directory or the link to it is missing"))
             items.append(item)
             continue
@@ -166,13 +172,14 @@ def plan_kernel(ctx: Context, kver: str, arch: str) -> tuple[KernelInfo, list[It
             continue
         conf, problem = _read_conf(ctx, m, v, kver, arch)
         if conf is None:
-            item = Item(m, v, kver, arch, Verdict.blocked, (m, v) in newest, (m, v) in newest)
+            item = Item(m, v, kver, arch, Verdict.blocked, (m, v) in newest and named, (m, v) in newest,
+                        named=named)
             item.reasons.append(Reason("invalid-conf", problem or "invalid dkms.conf"))
             items.append(item)
             continue
-        required = (m, v) in newest and (conf.autoinstall or bool(o.module))
+        required = named and (m, v) in newest and (conf.autoinstall or bool(o.module))
         item = Item(m, v, kver, arch, Verdict.would_build, required, (m, v) in newest, conf.autoinstall,
-                    list(conf.build_depends))
+                    list(conf.build_depends), named=named)
         items.append(item)
         if tree.is_installed(lay, m, v, kver, arch):
             item.verdict = Verdict.installed
@@ -214,7 +221,7 @@ def _check_dependencies(items: list[Item], known: set[str]) -> None:
                     i.block(Reason("dependency-missing", f"BUILD_DEPENDS not registered with DKMS: {dep}"))
                 elif (d := chosen.get(dep)) is None or not (
                         d.verdict is Verdict.installed
-                        or (d.verdict in (Verdict.built, Verdict.would_build) and d.required)):
+                        or (d.verdict in (Verdict.built, Verdict.would_build) and d.autoinstall)):
                     what = "not registered" if d is None else f"{d.version}: {d.verdict.value}"
                     i.block(Reason("dependency", f"BUILD_DEPENDS {dep} would not be installed ({what})"))
                 else:
@@ -277,6 +284,7 @@ def run_plan(ctx: Context) -> int:
         from dkms_hooks import scratch
 
         scratch.try_builds(ctx, items, quiet=o.json)
+    items = [i for i in items if i.named]
     code = exit_code(items)
     if o.json:
         doc = {"schema": SCHEMA, "version": VERSION, "kernels": [k.to_json() for k in kernels],

@@ -30,8 +30,9 @@ def _wanted(items: list[Item]) -> list[Item]:
     """What to try: what would build, and what is known to fail (it may build now)."""
     from dkms_hooks.plan import Verdict
 
-    return [i for i in items if i.verdict is Verdict.would_build
-            or (i.verdict is Verdict.blocked and all(r.code == "known-failing" for r in i.reasons))]
+    return [i for i in items if i.named and (
+        i.verdict is Verdict.would_build
+        or (i.verdict is Verdict.blocked and all(r.code == "known-failing" for r in i.reasons)))]
 
 
 def _jobs(ctx: Context, items: list[Item], wanted: list[Item]) -> list[Job]:
@@ -140,7 +141,7 @@ def try_builds(ctx: Context, items: list[Item], *, quiet: bool) -> None:
 
         try:
             codes = scheduler.run_jobs(jobs, lambda n: _deps(jobs, n, depends), run_one, budget=sctx.budget(),
-                                       console=console, jobserver=jobserver,
+                                       console=console, jobserver=jobserver, blocked=_never,
                                        progress=progress.for_context(ctx, [_label(j) for j in jobs]))
         finally:
             jobserver.close()
@@ -151,6 +152,11 @@ def try_builds(ctx: Context, items: list[Item], *, quiet: bool) -> None:
         shutil.rmtree(root, ignore_errors=True)
     for i in wanted:
         i.build = results.get((i.module, i.version, i.kernel, i.arch))
+
+
+def _never(job: Job, dep_results: list[int]) -> bool:
+    # a failed BUILD_DEPENDS fails its dependent's build (exit 13), which says so itself
+    return False
 
 
 def _label(job: Job) -> str:
