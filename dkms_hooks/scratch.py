@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dkms_hooks import build, buildrecord, scheduler, signing
-from dkms_hooks.context import Context
+from dkms_hooks.context import Context, Signing
 from dkms_hooks.errors import DkmsError
 
 if TYPE_CHECKING:
@@ -82,6 +82,21 @@ def _scratch_context(ctx: Context, root: Path, jobs: list[Job]) -> Context:
                                prepared_kernel="none", signing=None)
 
 
+def _key_pair_ready(ctx: Context, kver: str, arch: str) -> bool:
+    """Whether preparing signing in the scratch tree writes nothing outside it: a missing
+    configured key (or Ubuntu's MOK) would be generated in place, so then no signing."""
+    try:
+        values = signing.read_signing_settings(ctx, ctx.kernel(kver, arch))
+    except DkmsError:
+        return False
+    key, cert = values.get("mok_signing_key", ""), values.get("mok_certificate", "")
+    if not key and ctx.distro.startswith("ubuntu"):
+        key, cert = "/var/lib/shim-signed/mok/MOK.priv", "/var/lib/shim-signed/mok/MOK.der"
+    if key.startswith("pkcs11:"):
+        return True
+    return all(os.path.isfile(p) for p in (key, cert) if p)
+
+
 def _log_tail(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -105,6 +120,9 @@ def try_builds(ctx: Context, items: list[Item], *, quiet: bool) -> None:
         sctx.console = console
         for kver, arch in dict.fromkeys((k, a) for _, _, k, a in jobs):
             prologue = sctx.fork(scheduler.BufferConsole(quiet=True))
+            if not _key_pair_ready(prologue, kver, arch):
+                sctx.presigned[f"{kver}/{arch}"] = Signing(False)
+                continue
             try:
                 signing.prepare_kernel_and_signing(prologue, kver, arch)
                 if prologue.signing is not None:
