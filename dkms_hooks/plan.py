@@ -231,8 +231,14 @@ def _check_dependencies(items: list[Item], known: set[str]) -> None:
 
 
 # --- output --------------------------------------------------------------------------
+_KIND = {Verdict.skip: "skipped", Verdict.blocked: "failed"}
+
+
 def _text(ctx: Context, kernels: list[KernelInfo], items: list[Item]) -> None:
+    from dkms_hooks import progress
+
     out = ctx.console.print
+    colour = progress.colour_enabled(ctx.console.out, ctx.env)
     for k in kernels:
         if k.headers:
             out(f"Plan for kernel {k.kernel} ({k.arch}), headers at {k.headers}:")
@@ -243,7 +249,8 @@ def _text(ctx: Context, kernels: list[KernelInfo], items: list[Item]) -> None:
         if not mine:
             out("  no modules")
         for i in mine:
-            line = f"  {i.verdict.value:<12}{i.module}/{i.version}"
+            word = progress.paint(i.verdict.value, _KIND.get(i.verdict, "ok"), colour)
+            line = f"  {word}{' ' * (12 - len(i.verdict.value))}{i.module}/{i.version}"
             if i.reasons:
                 line += ": " + "; ".join(r.message for r in i.reasons)
             if not i.required:

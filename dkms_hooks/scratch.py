@@ -152,6 +152,9 @@ def try_builds(ctx: Context, items: list[Item], *, quiet: bool) -> None:
                 record = buildrecord.read(jctx, m, v, kver, arch)
                 results[job] = {"result": "failed", "exit": e.code, "message": e.lines[0] if e.lines else "",
                                 "log_tail": _log_tail(record.log) if record is not None and record.log else []}
+            except Exception as e:  # noqa: BLE001 - one job's bug is that job's result
+                code = 70
+                results[job] = {"result": "failed", "exit": 70, "message": f"internal error: {e!r}", "log_tail": []}
             results[job]["seconds"] = round(time.monotonic() - start, 1)
             return code
 
