@@ -115,3 +115,13 @@ def test_summary_colour_on_a_terminal_unless_no_color(tmp_path: Path) -> None:
     (sb.etc / "dkms-hooks.toml").write_text("jobs = 2\n")
     rc, out = _run_in_pty([sys.executable, "-m", "dkms_hooks", "event", "apt", "trigger"], {**sb.env, "TERM": "dumb"})
     assert rc == 0 and "\x1b" not in out, out
+
+
+def test_plan_verdicts_in_colour_on_a_terminal_only(sandbox: Sandbox) -> None:
+    write_module(sandbox.source_tree, "plain")
+    sandbox.dkms("add", "plain/1.0", check=True)
+    argv = _argv(sandbox, "plan", "-k", "9.9.9-1-amd64")
+    rc, out = _run_in_pty(argv, {**sandbox.env, "TERM": "xterm"})
+    assert rc == 1 and "  \x1b[31mblocked\x1b[0m     plain/1.0: no headers" in out, out
+    rc, out = _run_in_pty(argv, {**sandbox.env, "TERM": "xterm", "NO_COLOR": "1"})
+    assert rc == 1 and "  blocked     plain/1.0: no headers" in out and "\x1b" not in out, out
