@@ -85,7 +85,7 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
     try:
         _do_build(ctx, module, version, kver, arch)
     except DkmsError as e:
-        if e.code not in (3, EXIT_SKIPPED):  # already built, or not meant for this kernel
+        if e.code in buildrecord.BUILD_FAILURES:
             buildrecord.record_failure(ctx, module, version, kver, arch, e)
         raise
     buildrecord.record_success(ctx, module, version, kver, arch)

@@ -16,9 +16,10 @@ from pathlib import Path
 from dkms_hooks.context import Context
 from dkms_hooks.errors import DkmsError
 
-#: exit codes of a build that ran and failed (patch, make, missing .ko), as opposed to one
-#: that never started (bad dkms.conf, missing BUILD_DEPENDS...)
-BUILD_FAILURES = frozenset({6, 7, 10})
+#: exit codes of a build that ran and failed (patches, make, a missing .ko), as opposed to
+#: one that never started (bad dkms.conf, no headers, missing BUILD_DEPENDS...), which
+#: leaves nothing behind
+BUILD_FAILURES = frozenset({5, 6, 7, 10})
 
 
 @dataclass(frozen=True)
