@@ -396,8 +396,8 @@ def remove_module(ctx: Context) -> None:
 def finish_remove(ctx: Context, module: str, version: str, aside: Path) -> None:
     lay = ctx.layout
     shutil.rmtree(aside, ignore_errors=True)
-    for own in (lay.failed_logs(module, version), lay.saved_conf(module, version).parent,
-                lay.private_build_dir(module, version, "k", "a").parent):
+    for own in (lay.failed_logs(module, version), lay.build_records(module, version),
+                lay.saved_conf(module, version).parent, lay.private_build_dir(module, version, "k", "a").parent):
         shutil.rmtree(own, ignore_errors=True)
         prune_empty_parents(own.parent, lay.dkms_tree)
     mdir = lay.module_dir(module)

@@ -172,8 +172,12 @@ def _run_parallel(ctx: Context, to_install: list[tuple[str, str]], depends: dict
         return any(r not in (0, EXIT_SKIPPED) for r in dep_results)
 
     try:
+        from dkms_hooks import progress
+
+        live = progress.for_context(ctx, [f"{m}/{v} for {kver}" for m, v in jobs])
         results = scheduler.run_jobs(jobs, lambda n: {index[d] for d in pending[jobs[n][0]]}, run_one,
-                                     budget=ctx.budget(), console=ctx.console, jobserver=jobserver, blocked=blocked)
+                                     budget=ctx.budget(), console=ctx.console, jobserver=jobserver, blocked=blocked,
+                                     progress=live)
     finally:
         jobserver.close()
     newly = 0

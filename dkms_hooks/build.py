@@ -94,6 +94,19 @@ def private_build_dir(ctx: Context, conf: ModuleConf, module: str, version: str,
 
 
 def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
+    """Build, and keep the result (and a failed build's log) for status and plan."""
+    from dkms_hooks import buildrecord
+
+    try:
+        _do_build(ctx, module, version, kver, arch)
+    except DkmsError as e:
+        if e.code in buildrecord.BUILD_FAILURES:
+            buildrecord.record_failure(ctx, module, version, kver, arch, e)
+        raise
+    buildrecord.record_success(ctx, module, version, kver, arch)
+
+
+def _do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
     from dkms_hooks import actions
 
     lay = ctx.layout

@@ -20,6 +20,10 @@ _MUTATING = {"add", "build", "install", "uninstall", "unbuild", "remove", "autoi
              "kernel_preinst", "kernel_postinst", "kernel_prerm"}
 
 
+#: verbs with a JSON form (--json); docs/json.md
+_JSON = {"status", "plan", "conf"}
+
+
 def _layout_from_env(env: dict[str, str]) -> Layout:
     """DKMS_HOOKS_SYSROOT (or dpkg's DPKG_ROOT, when dpkg runs maintainer scripts outside a
     chroot) names another root: its /etc/dkms, os-release and /boot are read, and the trees
@@ -111,10 +115,19 @@ def _check_root_for_install(ctx: Context) -> None:
 def dispatch(ctx: Context) -> int:
     o = ctx.options
     if o.action == "status":
+        if o.json:
+            from dkms_hooks import statusjson
+
+            statusjson.show_status_json(ctx)
+            return 0
         from dkms_hooks import status
 
         status.show_status(ctx)
         return 0
+    if o.action == "plan":
+        from dkms_hooks import plan
+
+        return plan.run_plan(ctx)
     from dkms_hooks import actions, autoinstall
 
     action = o.action
@@ -369,6 +382,10 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
             raise DkmsError(3, "You cannot specify an arch and also specify", "--all on the command line.")
         if o.action in ("kernel_preinst", "kernel_postinst", "kernel_prerm"):
             _have_one_kernel(ctx, o.action)
+        if o.json and o.action and o.action not in _JSON:
+            raise DkmsError(2, f"The action {o.action} does not support --json.")
+        if o.plan_build and o.action != "plan":
+            raise DkmsError(2, "Only the action plan takes --build.")
         _setup_kernels(ctx, o.action)
         _check_names(ctx)
         if o.action in _MUTATING:

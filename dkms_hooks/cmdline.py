@@ -13,7 +13,7 @@ from dkms_hooks.context import Options
 
 ACTIONS = re.compile(
     r"^(remove|(auto|un)?install|match|mktarball|(un)?build|add|status|ldtarball|generate_mok"
-    r"|kernel_(preinst|postinst|prerm)|conf)$"
+    r"|kernel_(preinst|postinst|prerm)|conf|plan)$"
 )
 _MV = re.compile(r"^([^/]*)/(.*)$")
 _WITH_VALUE = re.compile(r"^[^=]*=(.*)$", re.DOTALL)
@@ -140,6 +140,8 @@ def parse(argv: Sequence[str]) -> Parsed:
             o.json = True
         elif a == "--raw":
             o.raw = True
+        elif a == "--build":
+            o.plan_build = True
         elif a.startswith("-"):
             p.unknown_option = a
             return p

@@ -52,6 +52,8 @@ class Options:
     # options of our own
     raw: bool = False
     json: bool = False
+    #: plan --build: try the builds in a scratch tree
+    plan_build: bool = False
     positional: list[str] = field(default_factory=list)
 
 

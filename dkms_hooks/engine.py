@@ -7,7 +7,6 @@ from __future__ import annotations
 import enum
 import json
 import os
-import shutil
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 import pluggy
 
 from dkms_hooks import actions, autoinstall, depmod, signing, tree
+from dkms_hooks.buildrecord import keep_failed_log
 from dkms_hooks.context import Context
 from dkms_hooks.errors import EXIT_SKIPPED, DkmsError
 from dkms_hooks.events import Event, EventKind
@@ -29,6 +29,10 @@ class Outcome(enum.StrEnum):
     added = "added"
     skipped = "skipped"
     failed = "failed"
+
+
+#: the colour of an outcome in the summary, on a terminal
+_KIND = {Outcome.installed: "ok", Outcome.current: "ok", Outcome.skipped: "skipped", Outcome.failed: "failed"}
 
 
 @dataclass(frozen=True)
@@ -53,26 +57,6 @@ class Transaction:
     @property
     def failed_critical(self) -> list[Record]:
         return [r for r in self.records if r.outcome is Outcome.failed and r.critical]
-
-
-def failed_log_path(ctx: Context, module: str, version: str, kver: str, arch: str) -> Path:
-    return ctx.layout.failed_logs(module, version) / f"{kver}-{arch}.make.log"
-
-
-def keep_failed_log(ctx: Context, module: str, version: str, kver: str, arch: str) -> Path | None:
-    """A failed build leaves make.log in the module's one build directory, where the next
-    kernel's build overwrites it: keep a copy per kernel."""
-    src = ctx.layout.private_build_dir(module, version, kver, arch) / "make.log"
-    if not src.is_file():
-        src = ctx.layout.build_dir(module, version) / "make.log"
-    if not src.is_file():
-        return None
-    dest = failed_log_path(ctx, module, version, kver, arch)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.new")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
-    return dest
 
 
 def kernels_with_headers(ctx: Context) -> list[str]:
@@ -256,9 +240,12 @@ class Engine:
                 early.append(t)
                 t.start()
 
+        from dkms_hooks import progress
+
+        live = progress.for_context(ctx, [f"{m}/{v} for {k}" for m, v, k, _ in jobs])
         try:
             scheduler.run_jobs(jobs, lambda i: deps[i], run_one, budget=ctx.budget(), console=ctx.console,
-                               jobserver=jobserver, blocked=blocked, on_done=on_done)
+                               jobserver=jobserver, blocked=blocked, on_done=on_done, progress=live)
             for t in early:
                 t.join()
         finally:
@@ -394,9 +381,13 @@ class Engine:
         out("dkms-hooks summary:")
         if not records and not self.tx.notes:
             out("  nothing to do")
+        from dkms_hooks import progress
+
+        colour = progress.colour_enabled(self.ctx.console.out, self.ctx.env)
         for r in records:
             where = f", {r.kver}" if r.kver else ""
-            line = f"  {r.outcome.value:<10} {r.module}/{r.version}{where}"
+            word = progress.paint(r.outcome.value, _KIND.get(r.outcome, ""), colour)
+            line = f"  {word}{' ' * (10 - len(r.outcome.value))} {r.module}/{r.version}{where}"
             if r.reason:
                 line += f": {r.reason}"
             if r.log:

@@ -115,6 +115,10 @@ class Layout:
     def failed_logs(self, module: str, version: str) -> Path:
         return self.hooks_state / "failed" / module / version
 
+    def build_records(self, module: str, version: str) -> Path:
+        """The last build result per kernel/arch (``<kver>-<arch>.json``), for status and plan."""
+        return self.hooks_state / "builds" / module / version
+
     @property
     def mok_key(self) -> Path:
         return self.dkms_tree / "mok.key"

@@ -14,9 +14,12 @@ import select
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from dkms_hooks.console import Console
+
+if TYPE_CHECKING:
+    from dkms_hooks.progress import Progress
 
 J = TypeVar("J")
 
@@ -103,9 +106,31 @@ def run_jobs(
     jobserver: JobServer,
     blocked: Callable[[J, list[int]], bool] | None = None,
     on_done: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[int | None]:
     """Run ``jobs`` (each after the jobs ``deps(i)`` names) at most ``budget`` at a time.
-    Returns each job's exit code; None for a job not run because ``blocked`` said so."""
+    Returns each job's exit code; None for a job not run because ``blocked`` said so.
+    ``progress`` (a terminal's status line) hears of every start and end."""
+    try:
+        return _run_jobs(jobs, deps, run_one, budget=budget, console=console, jobserver=jobserver,
+                         blocked=blocked, on_done=on_done, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _run_jobs(
+    jobs: Sequence[J],
+    deps: Callable[[int], set[int]],
+    run_one: Callable[[J, BufferConsole], int],
+    *,
+    budget: int,
+    console: Console,
+    jobserver: JobServer,
+    blocked: Callable[[J, list[int]], bool] | None,
+    on_done: Callable[[int, int], None] | None,
+    progress: Progress | None,
+) -> list[int | None]:
     if blocked is None:
         blocked = _any_failed
     slots = [Slot(j, deps(i)) for i, j in enumerate(jobs)]
@@ -118,8 +143,12 @@ def run_jobs(
         nonlocal printed
         while printed < len(slots) and (slots[printed].result is not None or slots[printed].skipped):
             buf = slots[printed].console
-            if buf is not None:
-                buf.replay(console)
+            if buf is not None and buf.items:
+                if progress is not None:
+                    with progress.suspended():
+                        buf.replay(console)
+                else:
+                    buf.replay(console)
             printed += 1
 
     def worker(i: int, implicit: bool) -> None:
@@ -131,6 +160,8 @@ def run_jobs(
             code = 70
         if on_done is not None:
             on_done(i, code)
+        if progress is not None:
+            progress.job_done(i, code)
         with lock:
             slot.result = code
             running -= 1
@@ -154,6 +185,8 @@ def run_jobs(
                     dep_results = [r if (r := slots[d].result) is not None else 1 for d in s.deps]
                     if blocked(s.job, dep_results):
                         s.skipped = True
+                        if progress is not None:
+                            progress.job_done(i, None)
                         continue
                     ready.append(i)
             if not ready:
@@ -162,6 +195,8 @@ def run_jobs(
                     for i, s in enumerate(slots):
                         if i not in started:
                             s.skipped = True
+                            if progress is not None:
+                                progress.job_done(i, None)
                     continue
                 lock.wait()
                 continue
@@ -182,5 +217,7 @@ def run_jobs(
             started.add(i)
             slots[i].console = BufferConsole(quiet=console.quiet)
             running += 1
+            if progress is not None:
+                progress.job_started(i)
             threading.Thread(target=worker, args=(i, implicit), daemon=True).start()
     return [None if s.skipped else s.result for s in slots]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 from dkms_hooks import dkmsconf, install, tree
@@ -9,15 +10,39 @@ from dkms_hooks.context import Context
 from dkms_hooks.statuscache import StatusCache, StatusConf
 
 
-def _extra(ctx: Context, e: tree.Entry, cache: StatusCache | None = None) -> str:
-    lay = ctx.layout
+class StatusWarning(enum.StrEnum):
+    """What upstream appends to a status line in parentheses, as a stable name."""
+
+    original_modules = "original-modules-exist"
+    built_missing = "built-modules-missing"
+    differs = "built-differs-from-installed"
+
+    @property
+    def text(self) -> str:
+        return _WARNING_TEXT[self]
+
+
+_WARNING_TEXT = {
+    StatusWarning.original_modules: "Original modules exist",
+    StatusWarning.built_missing: "Built modules are missing in the kernel modules folder",
+    StatusWarning.differs: "Differences between built and installed modules",
+}
+
+
+def entry_conf(ctx: Context, e: tree.Entry, cache: StatusCache | None = None) -> StatusConf | dkmsconf.ModuleConf:
     conf: StatusConf | dkmsconf.ModuleConf | None = cache.get(e.module, e.version, e.kver, e.arch) if cache else None
     if conf is None:
         conf = ctx.read_conf(e.module, e.version, e.kver, e.arch,
-                             str(lay.source_link(e.module, e.version) / "dkms.conf"), or_die=False)
-    text = ""
+                             str(ctx.layout.source_link(e.module, e.version) / "dkms.conf"), or_die=False)
+    return conf
+
+
+def warnings(ctx: Context, e: tree.Entry, cache: StatusCache | None = None) -> list[StatusWarning]:
+    lay = ctx.layout
+    conf = entry_conf(ctx, e, cache)
+    found: list[StatusWarning] = []
     if lay.original_module_dir(e.module, e.kver, e.arch).is_dir():
-        text += " (Original modules exist)"
+        found.append(StatusWarning.original_modules)
     compression = ctx.kernel(e.kver, e.arch).compression(lay)
     built_dir = lay.built_dir(e.module, e.version, e.kver, e.arch) / "module"
     for m in conf.modules:
@@ -25,7 +50,7 @@ def _extra(ctx: Context, e: tree.Entry, cache: StatusCache | None = None) -> str
             continue
         tree_mod = install.compressed_or_uncompressed(built_dir, m.dest_name, compression)
         if tree_mod is None:
-            return text + " (Built modules are missing in the kernel modules folder)"
+            return found + [StatusWarning.built_missing]
         if tree.is_active(lay, e.module, e.version, e.kver, e.arch):
             loc = install.actual_dest_location(ctx, conf.modules[m.index], e.module, e.kver, e.arch, compression)
             real = None
@@ -33,8 +58,12 @@ def _extra(ctx: Context, e: tree.Entry, cache: StatusCache | None = None) -> str
                 real = install.compressed_or_uncompressed(Path(f"{lay.install_tree}/{e.kver}{loc}"), m.dest_name,
                                                           compression)
             if real is None or not install.same_file(tree_mod, real):
-                return text + " (Differences between built and installed modules)"
-    return text
+                return found + [StatusWarning.differs]
+    return found
+
+
+def _extra(ctx: Context, e: tree.Entry, cache: StatusCache | None = None) -> str:
+    return "".join(f" ({w.text})" for w in warnings(ctx, e, cache))
 
 
 def collect(ctx: Context, module: str, version: str, kver: str, arch: str) -> list[tree.Entry]:

@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from dkms_hooks import run
 from dkms_hooks.context import Context
 from dkms_hooks.dkmsconf import BuiltModule
 
@@ -32,12 +34,15 @@ class StatusCache:
         self.ctx = ctx
         self.path = ctx.layout.hooks_state / "status-cache.json"
         self.data: dict[str, object] = {}
+        #: a module file's signer, keyed on the file's path and stat (status --json)
+        self.signers: dict[str, str] = {}
         self.dirty = False
         try:
             loaded = json.loads(self.path.read_text())
             if loaded.get("version") == self.VERSION:
                 self.data = loaded.get("entries", {})
-        except (OSError, ValueError, AttributeError):
+                self.signers = dict(loaded.get("signers", {}))
+        except (OSError, ValueError, AttributeError, TypeError):
             pass
 
     def _key(self, module: str, version: str, kver: str, arch: str) -> str | None:
@@ -89,13 +94,34 @@ class StatusCache:
         self.dirty = True
         return StatusConf(tuple(conf.modules), excluded)
 
+    def signer(self, path: Path) -> str:
+        """modinfo's signer of a module file ("" when unsigned), asked once per file version."""
+        try:
+            st = path.stat()
+        except OSError:
+            return ""
+        key = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{os.fspath(path)}"
+        if key in self.signers:
+            return self.signers[key]
+        try:
+            res = run.run(["modinfo", "-F", "signer", path], stderr=run.DEVNULL)
+        except run.ToolMissing:
+            return ""
+        signer = res.stdout.strip() if res.returncode == 0 else ""
+        # one entry per path: the file's older versions go
+        self.signers = {k: v for k, v in self.signers.items() if k.split(":", 3)[3] != os.fspath(path)}
+        self.signers[key] = signer
+        self.dirty = True
+        return signer
+
     def save(self) -> None:
         if not self.dirty:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f".status-cache.{os.getpid()}.json")
-            tmp.write_text(json.dumps({"version": self.VERSION, "entries": self.data}))
+            live = {k: v for k, v in self.signers.items() if os.path.exists(k.split(":", 3)[3])}
+            tmp.write_text(json.dumps({"version": self.VERSION, "entries": self.data, "signers": live}))
             os.replace(tmp, self.path)
         except OSError:
             pass  # a read-only tree: no cache, same answers

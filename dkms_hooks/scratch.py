@@ -1,0 +1,193 @@
+"""``dkms plan --build``: real builds in a throwaway dkms tree. The scratch tree links the
+module sources and the kernels' headers, builds every job in the transaction's job budget,
+marks what built as active there (so a dependent's BUILD_DEPENDS are met without running
+install scripts), and is deleted at the end: nothing is installed, the real trees are only read."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dkms_hooks import build, buildrecord, scheduler, signing
+from dkms_hooks.context import Context, Signing
+from dkms_hooks.errors import DkmsError
+
+if TYPE_CHECKING:
+    from dkms_hooks.plan import Item
+
+#: lines of a failed build's make.log shown in the report
+LOG_TAIL = 20
+
+Job = tuple[str, str, str, str]
+
+
+def _wanted(items: list[Item]) -> list[Item]:
+    """What to try: what would build, and what is known to fail (it may build now)."""
+    from dkms_hooks.plan import Verdict
+
+    return [i for i in items if i.named and (
+        i.verdict is Verdict.would_build
+        or (i.verdict is Verdict.blocked and all(r.code == "known-failing" for r in i.reasons)))]
+
+
+def _jobs(ctx: Context, items: list[Item], wanted: list[Item]) -> list[Job]:
+    """The wanted builds and, before them, the BUILD_DEPENDS they need, per kernel."""
+    by_key = {(i.module, i.kernel, i.arch): i for i in items if i.newest}
+    jobs: list[Job] = []
+
+    def add(i: Item, seen: set[str]) -> None:
+        if i.module in seen:
+            return
+        seen.add(i.module)
+        for dep in i.depends:
+            d = by_key.get((dep, i.kernel, i.arch))
+            if d is not None:
+                add(d, seen)
+        job = (i.module, i.version, i.kernel, i.arch)
+        if job not in jobs:
+            jobs.append(job)
+
+    for i in wanted:
+        add(i, set())
+    return jobs
+
+
+def _scratch_context(ctx: Context, root: Path, jobs: list[Job]) -> Context:
+    real = ctx.layout
+    layout = real.with_trees(dkms_tree=root / "dkms", source_tree=root / "src", install_tree=root / "modules",
+                             tmp=root / "tmp")
+    for d in (layout.dkms_tree, layout.source_tree, layout.install_tree, layout.tmp):
+        d.mkdir(parents=True)
+    for m, v, kver, arch in jobs:
+        vdir = layout.version_dir(m, v)
+        if not vdir.is_dir():
+            vdir.mkdir(parents=True)
+            (vdir / "source").symlink_to(os.path.realpath(real.source_link(m, v)))
+        kdir = layout.install_tree / kver
+        if not kdir.is_dir():
+            kdir.mkdir()
+            (kdir / "build").symlink_to(os.path.realpath(ctx.kernel(kver, arch).source_dir))
+    # sign with the tree's own key when it has one, rather than make a new pair every time
+    for src, dst in ((real.mok_key, layout.mok_key), (real.mok_cert, layout.mok_cert)):
+        if src.is_file():
+            dst.symlink_to(src)
+    options = dataclasses.replace(ctx.options, force=False, no_depmod=True, kernels=[], arches=[])
+    return dataclasses.replace(ctx, layout=layout, options=options, depmod_batch=set(), changed={},
+                               remake_initrd=set(), presigned={}, last_conf_key=None, last_conf=None,
+                               prepared_kernel="none", signing=None)
+
+
+def _key_pair_ready(ctx: Context, kver: str, arch: str) -> bool:
+    """Whether preparing signing in the scratch tree writes nothing outside it: a missing
+    configured key (or Ubuntu's MOK) would be generated in place, so then no signing."""
+    try:
+        values = signing.read_signing_settings(ctx, ctx.kernel(kver, arch))
+    except DkmsError:
+        return False
+    key, cert = values.get("mok_signing_key", ""), values.get("mok_certificate", "")
+    if not key and ctx.distro.startswith("ubuntu"):
+        key, cert = "/var/lib/shim-signed/mok/MOK.priv", "/var/lib/shim-signed/mok/MOK.der"
+    if key.startswith("pkcs11:"):
+        return True
+    return all(os.path.isfile(p) for p in (key, cert) if p)
+
+
+def _log_tail(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n") for line in f.readlines()[-LOG_TAIL:]]
+    except OSError:
+        return []
+
+
+def try_builds(ctx: Context, items: list[Item], *, quiet: bool) -> None:
+    """Build what ``items`` say would build, in a scratch tree; each item gets ``build``."""
+    wanted = _wanted(items)
+    jobs = _jobs(ctx, items, wanted)
+    if not jobs:
+        return
+    depends = {(i.module, i.version, i.kernel, i.arch): i.depends for i in items}
+    console = scheduler.BufferConsole(quiet=True) if quiet else ctx.console
+    root = Path(tempfile.mkdtemp(prefix="dkms-plan.", dir=ctx.layout.tmp))
+    results: dict[Job, dict[str, object]] = {}
+    try:
+        sctx = _scratch_context(ctx, root, jobs)
+        sctx.console = console
+        for kver, arch in dict.fromkeys((k, a) for _, _, k, a in jobs):
+            prologue = sctx.fork(scheduler.BufferConsole(quiet=True))
+            if not _key_pair_ready(prologue, kver, arch):
+                sctx.presigned[f"{kver}/{arch}"] = Signing(False)
+                continue
+            try:
+                signing.prepare_kernel_and_signing(prologue, kver, arch)
+                if prologue.signing is not None:
+                    sctx.presigned[f"{kver}/{arch}"] = prologue.signing
+            except DkmsError:
+                pass  # the build reports it
+        jobserver = scheduler.JobServer(sctx.budget())
+
+        def run_one(job: Job, buf: scheduler.BufferConsole) -> int:
+            m, v, kver, arch = job
+            jctx = sctx.fork(buf)
+            jctx.jobserver = jobserver
+            buf.print(f"==> scratch build of {m}/{v} for kernel {kver} ({arch})")
+            start = time.monotonic()
+            code = 0
+            try:
+                with jctx.subshell():
+                    build.do_build(jctx, m, v, kver, arch)
+                # active in the scratch tree: dependents find their BUILD_DEPENDS installed
+                os.symlink(f"{v}/{kver}/{arch}", jctx.layout.active_link(m, kver, arch))
+                results[job] = {"result": "ok", "exit": 0, "message": ""}
+            except DkmsError as e:
+                from dkms_hooks import autoinstall
+
+                autoinstall.report(jctx, e)
+                code = e.code
+                record = buildrecord.read(jctx, m, v, kver, arch)
+                results[job] = {"result": "failed", "exit": e.code, "message": e.lines[0] if e.lines else "",
+                                "log_tail": _log_tail(record.log) if record is not None and record.log else []}
+            except Exception as e:  # noqa: BLE001 - one job's bug is that job's result
+                code = 70
+                results[job] = {"result": "failed", "exit": 70, "message": f"internal error: {e!r}", "log_tail": []}
+            results[job]["seconds"] = round(time.monotonic() - start, 1)
+            return code
+
+        from dkms_hooks import progress
+
+        try:
+            codes = scheduler.run_jobs(jobs, lambda n: _deps(jobs, n, depends), run_one, budget=sctx.budget(),
+                                       console=console, jobserver=jobserver, blocked=_never,
+                                       progress=progress.for_context(ctx, [_label(j) for j in jobs]))
+        finally:
+            jobserver.close()
+        for job, code in zip(jobs, codes):
+            if code is None:
+                results[job] = {"result": "not-run", "exit": None, "message": "a BUILD_DEPENDS failed to build"}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    for i in wanted:
+        i.build = results.get((i.module, i.version, i.kernel, i.arch))
+
+
+def _never(job: Job, dep_results: list[int]) -> bool:
+    # a failed BUILD_DEPENDS fails its dependent's build (exit 13), which says so itself
+    return False
+
+
+def _label(job: Job) -> str:
+    m, v, kver, _ = job
+    return f"{m}/{v} for {kver}"
+
+
+def _deps(jobs: list[Job], n: int, depends: dict[Job, list[str]]) -> set[int]:
+    """A job waits for the same module's earlier jobs (they share one build directory) and
+    for its BUILD_DEPENDS on the same kernel, which come earlier in the list."""
+    m, _, kver, _ = jobs[n]
+    wanted = depends.get(jobs[n], [])
+    return {i for i in range(n) if jobs[i][0] == m or (jobs[i][2] == kver and jobs[i][0] in wanted)}
