@@ -3,6 +3,7 @@ result into the tree in one rename."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -175,6 +176,9 @@ def _do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> 
                         module, version, kver, arch)
     if private is not None:
         actions.prune_empty_parents(private.parent, lay.hooks_state)
+        # as after upstream's build: no build/ left (add made an empty one)
+        with contextlib.suppress(OSError):
+            lay.build_dir(module, version).rmdir()
 
 
 def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kernel: KernelTarget,

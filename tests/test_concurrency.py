@@ -60,8 +60,13 @@ def _with_conf(sandbox: Sandbox, name: str, *, autoinstall: bool) -> None:
 @pytest.mark.kernel
 @needs_kernel
 def test_many_runs_on_one_tree(sandbox: Sandbox) -> None:
+    from test_lifecycle import plant_intree_module
+
     k = KERNELS[0]
     sandbox.add_kernel(k)
+    # a kernel with a module of its own: whichever run comes first (the uninstall, say),
+    # depmod never finds the kernel's module tree empty and retires its modules.dep
+    plant_intree_module(sandbox, k, "shipped", "1.0")
     for name in ("c0", "c1", "c2"):
         _with_conf(sandbox, name, autoinstall=True)
     for name in ("c3", "c4"):

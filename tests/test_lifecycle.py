@@ -42,7 +42,8 @@ def test_lifecycle_on_every_kernel(sandbox: Sandbox) -> None:
     for k in KERNELS:
         log = (sandbox.dkms_tree / f"dkms_hooks_example/1.0/{k}/x86_64/log/make.log").read_text()
         assert log.startswith(f"DKMS (dkms-3.4.3) make.log for dkms_hooks_example/1.0 for kernel {k} (x86_64)\n")
-        assert "# command: make -j" in log and f"KERNELRELEASE={k} -C {sandbox.install_tree}/{k}/build" in log
+        # several kernels build side by side, their makes sharing one jobserver instead of -jN
+        assert "# command: make KERNELRELEASE=" in log and f"KERNELRELEASE={k} -C {sandbox.install_tree}/{k}/build" in log
         assert "# exit code: 0\n# elapsed time: 00:00:" in log
     assert not (sandbox.dkms_tree / "dkms_hooks_example/1.0/build").exists()
 
