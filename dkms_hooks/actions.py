@@ -128,6 +128,7 @@ def add_module(ctx: Context, module: str = "", version: str = "") -> None:
 
 
 def prune_empty_parents(path: Path, stop: Path) -> None:
+    """Remove ``path`` and its parents while they are empty, up to ``stop`` (kept)."""
     while path != stop and stop in path.parents:
         try:
             path.rmdir()

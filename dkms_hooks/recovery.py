@@ -156,16 +156,6 @@ def _rmtree(path: str | Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def _rmdir_empty(path: Path, stop: Path) -> None:
-    """Remove ``path`` and its parents while they are empty, up to ``stop`` (kept)."""
-    while path != stop and stop in path.parents:
-        try:
-            path.rmdir()
-        except OSError:
-            return
-        path = path.parent
-
-
 def _depmod(ctx: Context, kver: str) -> None:
     if kver:
         depmod.do_depmod(ctx, kver)
@@ -233,7 +223,7 @@ def _install(ctx: Context, op: journal.Operation) -> str:
             # else the file it would replace was never touched
         else:
             dest.unlink(missing_ok=True)  # nothing was there before: what is there is ours
-            _rmdir_empty(dest.parent, lib_tree)
+            actions.prune_empty_parents(dest.parent, lib_tree)
     for original_s, target_s, origin_s in reversed(d["archived"]):
         original, target = Path(original_s), Path(target_s)
         Path(target.parent / f".{original.name}.new").unlink(missing_ok=True)
