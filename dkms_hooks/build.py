@@ -251,6 +251,11 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
     if symvers.is_file():
         shutil.copy2(builduser.take_back(symvers, build_dir, work) if user else symvers,
                      staging / "module/Module.symvers")
+    if ctx.signing_ready is not None and ctx.prepared_kernel != f"{kver}/{arch}":
+        # the transaction's signing was still being prepared when this build began
+        ctx.signing_ready.wait()
+        signing.prepare_kernel_and_signing(ctx, kver, arch)
+        sign = ctx.signing
     for m in wanted:
         built = Path(f"{build_dir}/{m.built_path}.ko")
         if not built.is_file():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,9 @@ class Context:
     jobserver: Any = None
     #: signing prepared once per kernel for a whole transaction (events), shared by its jobs
     presigned: dict[str, Signing] = field(default_factory=dict)
+    #: set once the transaction's signing (``presigned``) is prepared; until then a build
+    #: goes ahead and waits for it only when it comes to sign
+    signing_ready: threading.Event | None = None
     #: in a transaction of many jobs: builds that allow it run in a directory of their own
     #: per kernel, so one module builds for several kernels at once
     private_builds: bool = False

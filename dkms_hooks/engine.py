@@ -190,25 +190,37 @@ class Engine:
             conf_deps = self._deps.get((m, kver), [])
             d |= {j for j in range(i) if jobs[j][2] == kver and jobs[j][0] in conf_deps}
             deps.append(d)
-        # sign once per kernel for the whole transaction, before any job prints
-        for kver, arch in dict.fromkeys((k, a) for _, _, k, a in jobs):
-            if any(not tree.is_built(ctx.layout, m, v, k, a) for m, v, k, a in jobs if k == kver):
-                try:
-                    signing.prepare_kernel_and_signing(ctx, kver, arch)
-                    if ctx.signing is not None:
-                        ctx.presigned[f"{kver}/{arch}"] = ctx.signing
-                except DkmsError as e:
-                    autoinstall.report(ctx, e)
         if not parallel:
+            self._presign(ctx, jobs)
             for m, v, kver, arch in jobs:
                 self._run_job(ctx, m, v, kver, arch)
             return
+        # Signing is prepared once per kernel for the whole transaction while the first
+        # builds already run (a first MOK key takes openssl half a second): a build waits
+        # for it only when it comes to sign. Its lines print first, before the first job's.
+        prologue = scheduler.BufferConsole(quiet=ctx.console.quiet)
+        ready = threading.Event()
+
+        def presign() -> None:
+            try:
+                self._presign(ctx.fork(prologue), jobs)
+            finally:
+                ready.set()
+
+        presigning = threading.Thread(target=presign, daemon=True)
+        presigning.start()
         jobserver = scheduler.JobServer(ctx.budget())
 
         def run_one(job: tuple[str, str, str, str], console: scheduler.BufferConsole) -> int:
             job_ctx = ctx.fork(console)
             job_ctx.jobserver = jobserver
-            return self._run_job(job_ctx, *job)
+            job_ctx.signing_ready = ready
+            try:
+                return self._run_job(job_ctx, *job)
+            finally:
+                if job is jobs[0]:
+                    ready.wait()
+                    console.items[:0] = prologue.items
 
         def blocked(job: tuple[str, str, str, str], results: list[int]) -> bool:
             return False  # a failed dependency fails the build itself (BUILD_DEPENDS, exit 13)
@@ -251,6 +263,16 @@ class Engine:
         finally:
             jobserver.close()
             ctx.private_builds = False
+
+    def _presign(self, ctx: Context, jobs: list[tuple[str, str, str, str]]) -> None:
+        for kver, arch in dict.fromkeys((k, a) for _, _, k, a in jobs):
+            if any(not tree.is_built(ctx.layout, m, v, k, a) for m, v, k, a in jobs if k == kver):
+                try:
+                    signing.prepare_kernel_and_signing(ctx, kver, arch)
+                    if ctx.signing is not None:
+                        ctx.presigned[f"{kver}/{arch}"] = ctx.signing
+                except DkmsError as e:
+                    autoinstall.report(ctx, e)
 
     def unbuild_for_kernel(self, kver: str, *, autoinstall_only: bool) -> None:
         self.run_queued()  # events keep their order

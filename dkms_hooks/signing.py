@@ -48,6 +48,9 @@ def read_signing_settings(ctx: Context, kernel: KernelTarget | None) -> dict[str
 def prepare_kernel_and_signing(ctx: Context, kver: str, arch: str) -> None:
     if ctx.prepared_kernel == f"{kver}/{arch}":
         return
+    if ctx.signing_ready is not None and not ctx.signing_ready.is_set():
+        ctx.signing = None  # being prepared for the transaction: build.py waits before signing
+        return
     if f"{kver}/{arch}" in ctx.presigned:
         ctx.signing = ctx.presigned[f"{kver}/{arch}"]
         ctx.prepared_kernel = f"{kver}/{arch}"

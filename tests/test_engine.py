@@ -53,8 +53,16 @@ def test_a_broken_module_never_stops_the_good_one(sandbox: Sandbox) -> None:
         assert res.stdout.count(f"Running depmod for {k}... done.") == 1
         assert "good.ko" in (sandbox.install_tree / k / "modules.dep").read_text()
     assert res.stdout.index("dkms-hooks summary:") > res.stdout.index("Running depmod for")
-    # signing is prepared once per kernel, not once per module
+    # signing is prepared once per kernel, not once per module, while the first builds run
+    # (the MOK pair is generated meanwhile): every module is signed with that pair
     assert res.stdout.count("Signing key: ") == len(KERNELS)
+    assert res.stdout.index("Signing key: ") < res.stdout.index("==> ")
+    import subprocess
+
+    for k in KERNELS:
+        good = next((sandbox.install_tree / k / "updates/dkms").glob("good.ko*"))
+        signer = subprocess.run(["modinfo", "-F", "signer", str(good)], capture_output=True, text=True).stdout
+        assert signer.strip() == "DKMS module signing key", good
 
 
 @pytest.mark.kernel
