@@ -111,26 +111,6 @@ def run_jobs(
     """Run ``jobs`` (each after the jobs ``deps(i)`` names) at most ``budget`` at a time.
     Returns each job's exit code; None for a job not run because ``blocked`` said so.
     ``progress`` (a terminal's status line) hears of every start and end."""
-    try:
-        return _run_jobs(jobs, deps, run_one, budget=budget, console=console, jobserver=jobserver,
-                         blocked=blocked, on_done=on_done, progress=progress)
-    finally:
-        if progress is not None:
-            progress.close()
-
-
-def _run_jobs(
-    jobs: Sequence[J],
-    deps: Callable[[int], set[int]],
-    run_one: Callable[[J, BufferConsole], int],
-    *,
-    budget: int,
-    console: Console,
-    jobserver: JobServer,
-    blocked: Callable[[J, list[int]], bool] | None,
-    on_done: Callable[[int, int], None] | None,
-    progress: Progress | None,
-) -> list[int | None]:
     if blocked is None:
         blocked = _any_failed
     slots = [Slot(j, deps(i)) for i, j in enumerate(jobs)]
@@ -172,52 +152,56 @@ def _run_jobs(
             lock.notify_all()
 
     started: set[int] = set()
-    with lock:
-        while True:
-            flush_printable()
-            if printed == len(slots) and running == 0:
-                break
-            ready = []
-            for i, s in enumerate(slots):
-                if i in started or s.skipped:
-                    continue
-                if all(slots[d].result is not None or slots[d].skipped for d in s.deps):
-                    dep_results = [r if (r := slots[d].result) is not None else 1 for d in s.deps]
-                    if blocked(s.job, dep_results):
-                        s.skipped = True
-                        if progress is not None:
-                            progress.job_done(i, None)
+    try:
+        with lock:
+            while True:
+                flush_printable()
+                if printed == len(slots) and running == 0:
+                    break
+                ready = []
+                for i, s in enumerate(slots):
+                    if i in started or s.skipped:
                         continue
-                    ready.append(i)
-            if not ready:
-                if running == 0:
-                    # nothing runs and nothing can start: what is left waits on itself
-                    for i, s in enumerate(slots):
-                        if i not in started:
+                    if all(slots[d].result is not None or slots[d].skipped for d in s.deps):
+                        dep_results = [r if (r := slots[d].result) is not None else 1 for d in s.deps]
+                        if blocked(s.job, dep_results):
                             s.skipped = True
                             if progress is not None:
                                 progress.job_done(i, None)
+                            continue
+                        ready.append(i)
+                if not ready:
+                    if running == 0:
+                        # nothing runs and nothing can start: what is left waits on itself
+                        for i, s in enumerate(slots):
+                            if i not in started:
+                                s.skipped = True
+                                if progress is not None:
+                                    progress.job_done(i, None)
+                        continue
+                    lock.wait()
                     continue
-                lock.wait()
-                continue
-            i = ready[0]
-            if implicit_free:
-                implicit_free = False
-                implicit = True
-            elif running < budget:
-                lock.release()
-                try:
-                    jobserver.acquire()
-                finally:
-                    lock.acquire()
-                implicit = False
-            else:
-                lock.wait()
-                continue
-            started.add(i)
-            slots[i].console = BufferConsole(quiet=console.quiet)
-            running += 1
-            if progress is not None:
-                progress.job_started(i)
-            threading.Thread(target=worker, args=(i, implicit), daemon=True).start()
+                i = ready[0]
+                if implicit_free:
+                    implicit_free = False
+                    implicit = True
+                elif running < budget:
+                    lock.release()
+                    try:
+                        jobserver.acquire()
+                    finally:
+                        lock.acquire()
+                    implicit = False
+                else:
+                    lock.wait()
+                    continue
+                started.add(i)
+                slots[i].console = BufferConsole(quiet=console.quiet)
+                running += 1
+                if progress is not None:
+                    progress.job_started(i)
+                threading.Thread(target=worker, args=(i, implicit), daemon=True).start()
+    finally:
+        if progress is not None:
+            progress.close()
     return [None if s.skipped else s.result for s in slots]

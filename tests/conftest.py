@@ -129,18 +129,23 @@ def dkms_on_path(tmp_path: Path) -> str:
     return str(bindir)
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
-    root = tmp_path / "root"
+def make_sandbox(base: Path) -> Sandbox:
+    """An empty sandbox root under ``base`` (also its HOME and TMPDIR)."""
+    root = base / "root"
     for d in ("var/lib/dkms", "usr/src", "lib/modules", "etc/dkms/framework.conf.d", "boot"):
         (root / d).mkdir(parents=True)
     (root / "etc/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n')
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
-        "HOME": str(tmp_path),
-        "TMPDIR": str(tmp_path),
+        "HOME": str(base),
+        "TMPDIR": str(base),
         "DKMS_HOOKS_SYSROOT": str(root),
         "PYTHONPATH": str(REPO),
     }
-    yield Sandbox(root, env)
+    return Sandbox(root, env)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    yield make_sandbox(tmp_path)

@@ -41,3 +41,21 @@ def write_module(
         )
     (src / "dkms.conf").write_text(conf)
     return src
+
+
+def write_overlap_probe(parent: Path, name: str, marks: Path) -> Path:
+    """A module whose Makefile, while a kernel's make reads it, looks for another kernel's
+    make in flight and notes what it saw in ``marks``; see :func:`builds_overlapped`."""
+    src = write_module(parent, name)
+    marks.mkdir(exist_ok=True)
+    (src / "Makefile").write_text(
+        f"obj-m := {name}.o\n"
+        f"$(shell mkdir -p {marks}/in-$(KERNELRELEASE); sleep 2; ls {marks} >> {marks}/seen-$(KERNELRELEASE); "
+        f"rmdir {marks}/in-$(KERNELRELEASE))\n")
+    return src
+
+
+def builds_overlapped(marks: Path, kernels: list[str]) -> bool:
+    """Whether one kernel's make saw another's in flight."""
+    seen = {k: (marks / f"seen-{k}").read_text() for k in kernels}
+    return any(f"in-{other}" in seen[k] for k in kernels for other in kernels if other != k)

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import KERNELS, Sandbox, needs_kernel
 from dkms_hooks.engine import _ordered
-from modsrc import write_module
+from modsrc import builds_overlapped, write_module, write_overlap_probe
 
 
 def test_dependency_order_and_cycles() -> None:
@@ -146,13 +146,7 @@ def test_one_module_builds_for_several_kernels_at_once(sandbox: Sandbox) -> None
         sandbox.add_kernel(k, installed=False)
     (sandbox.etc / "dkms-hooks.toml").write_text("jobs = 2\n")
     marks = sandbox.root / "marks"
-    marks.mkdir()
-    src = write_module(sandbox.source_tree, "twice")
-    # while one kernel's make reads the Makefile it looks for the other one in flight
-    (src / "Makefile").write_text(
-        "obj-m := twice.o\n"
-        f"$(shell mkdir -p {marks}/in-$(KERNELRELEASE); sleep 2; ls {marks} >> {marks}/seen-$(KERNELRELEASE); "
-        f"rmdir {marks}/in-$(KERNELRELEASE))\n")
+    write_overlap_probe(sandbox.source_tree, "twice", marks)
     scripted = write_module(sandbox.source_tree, "scripted")
     (scripted / "post.sh").write_text("#!/bin/sh\ntrue\n")
     (scripted / "post.sh").chmod(0o755)
@@ -160,8 +154,7 @@ def test_one_module_builds_for_several_kernels_at_once(sandbox: Sandbox) -> None
         conf.write('POST_BUILD="post.sh"\n')
     res = sandbox.event("apt", "trigger")
     assert res.returncode == 0, res.output
-    seen = {k: (marks / f"seen-{k}").read_text() for k in ks}
-    assert any(f"in-{other}" in seen[k] for k in ks for other in ks if other != k), seen
+    assert builds_overlapped(marks, ks), [(marks / f"seen-{k}").read_text() for k in ks]
     for k in ks:
         for name in ("twice", "scripted"):
             assert f"  installed  {name}/1.0, {k}\n" in res.stdout

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import KERNELS, REPO, Sandbox, needs_kernel
+from conftest import KERNELS, Sandbox, make_sandbox, needs_kernel
 from modsrc import write_module
 from test_lifecycle import plant_intree_module
 
@@ -81,19 +81,7 @@ def _snapshot(world_base: Path, sb: Sandbox, state: str) -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     base = tmp_path_factory.mktemp("journal")
-    root = base / "root"
-    for d in ("var/lib/dkms", "usr/src", "lib/modules", "etc/dkms/framework.conf.d", "boot"):
-        (root / d).mkdir(parents=True)
-    (root / "etc/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n')
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "HOME": str(base),
-        "TMPDIR": str(base),
-        "DKMS_HOOKS_SYSROOT": str(root),
-        "PYTHONPATH": str(REPO),
-    }
-    sb = Sandbox(root, env)
+    sb = make_sandbox(base)
     k = _kver()
     sb.add_kernel(k)
     intree = plant_intree_module(sb, k, MOD, "0.9")

@@ -159,22 +159,15 @@ def test_installed_command_runs_from_the_installed_copy(tmp_path: Path) -> None:
     assert out == [os.fspath(site / "dkms_hooks/__init__.py"), "0.1.0"]
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/os-release").write_text("ID=arch\n")
-    res = subprocess.run(
-        [python, os.fspath(dest / "usr/bin/dkms"), "--version"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+
+    def installed_dkms(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([python, os.fspath(dest / "usr/bin/dkms"), *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True)
+
+    res = installed_dkms("--version")
     assert (res.returncode, res.stdout) == (0, "dkms-3.4.3\n")
     (tmp_path / "var/lib/dkms").mkdir(parents=True)
-    res = subprocess.run(
-        [python, os.fspath(dest / "usr/bin/dkms"), "status"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+    res = installed_dkms("status")
     assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from conftest import EXAMPLE, KERNELS, Sandbox, needs_kernel
-from modsrc import write_module
+from modsrc import builds_overlapped, write_module, write_overlap_probe
 
 pytestmark = [pytest.mark.kernel, needs_kernel]
 
@@ -142,17 +142,11 @@ def test_several_kernels_build_side_by_side(sandbox: Sandbox) -> None:
     for k in ks:
         sandbox.add_kernel(k, installed=False)
     marks = sandbox.root / "marks"
-    marks.mkdir()
-    src = write_module(sandbox.source_tree, "both")
-    (src / "Makefile").write_text(
-        "obj-m := both.o\n"
-        f"$(shell mkdir -p {marks}/in-$(KERNELRELEASE); sleep 2; ls {marks} >> {marks}/seen-$(KERNELRELEASE); "
-        f"rmdir {marks}/in-$(KERNELRELEASE))\n")
+    write_overlap_probe(sandbox.source_tree, "both", marks)
     sandbox.dkms("add", "both/1.0", check=True)
     res = sandbox.dkms("install", "both/1.0", "-k", ks[0], "-k", ks[1], "-j", "2")
     assert res.returncode == 0, res.output
-    seen = {k: (marks / f"seen-{k}").read_text() for k in ks}
-    assert f"in-{ks[1]}" in seen[ks[0]] or f"in-{ks[0]}" in seen[ks[1]], seen
+    assert builds_overlapped(marks, ks), [(marks / f"seen-{k}").read_text() for k in ks]
     first = res.stdout.index(f"Installing {sandbox.install_tree}/{ks[0]}/")
     assert first < res.stdout.index(f"Installing {sandbox.install_tree}/{ks[1]}/")
     assert res.stdout.count("Building module(s)... done.") == 2
