@@ -7,8 +7,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from dkms_hooks import build, install, journal, scripts, steps, tree
-from dkms_hooks.console import Console
+from dkms_hooks import build, dkmsconf, install, journal, scripts, steps, tree
 from dkms_hooks.context import Context
 from dkms_hooks.errors import DkmsError
 
@@ -224,8 +223,7 @@ def maybe_uninstall(ctx: Context, module: str, version: str, kver: str, arch: st
         if conf is not None and any(
             conf.element(n, m.index)
             for m in conf.modules
-            for n in ("BUILD_EXCLUSIVE_KERNEL", "BUILD_EXCLUSIVE_KERNEL_MIN", "BUILD_EXCLUSIVE_KERNEL_MAX",
-                      "BUILD_EXCLUSIVE_ARCH", "BUILD_EXCLUSIVE_CONFIG")
+            for n in dkmsconf.EXCLUSIVE_DIRECTIVES
         ):
             return
     ctx.console.print(f"Module {module}/{version} is not installed for kernel {kver} ({arch}). Skipping...")
@@ -290,8 +288,7 @@ def _each_kernel(ctx: Context, step: Callable[[Context, str, str, str, str], Non
     ctx.conf_memo = {}
 
     def run_one(i: int, console: scheduler.BufferConsole) -> int:
-        job_ctx = ctx.fork(console)
-        job_ctx.jobserver = jobserver
+        job_ctx = ctx.fork(console, jobserver)
         try:
             step(job_ctx, m, v, *pairs[i])
         except DkmsError as e:
@@ -316,21 +313,14 @@ def _each_kernel(ctx: Context, step: Callable[[Context, str, str, str, str], Non
 
 
 def own_build_dir(ctx: Context, module: str, version: str, kver: str, arch: str) -> bool:
-    real, ctx.console = ctx.console, _quiet_console()  # the job itself prints any warnings
-    try:
-        with ctx.subshell():
-            conf = ctx.read_conf(module, version, kver, arch, or_die=False)
-    except DkmsError:
-        return False
-    finally:
-        ctx.console = real
-    return conf.ok and build.private_build_dir(ctx, conf, module, version, kver, arch) is not None
-
-
-def _quiet_console() -> Console:
     from dkms_hooks.scheduler import BufferConsole
 
-    return BufferConsole(quiet=True)
+    quiet = ctx.fork(BufferConsole(quiet=True))  # the job itself prints any warnings
+    try:
+        conf = quiet.read_conf(module, version, kver, arch, or_die=False)
+    except DkmsError:
+        return False
+    return conf.ok and build.private_build_dir(quiet, conf, module, version, kver, arch) is not None
 
 
 def build_module(ctx: Context) -> None:

@@ -164,8 +164,7 @@ def _run_parallel(ctx: Context, to_install: list[tuple[str, str]], depends: dict
         m, v = job
         if index[m] == first_build:
             console.items.extend(prologue.items)
-        job_ctx = ctx.fork(console)
-        job_ctx.jobserver = jobserver
+        job_ctx = ctx.fork(console, jobserver)
         return _install_one(job_ctx, m, v, kver, arch)
 
     def blocked(job: tuple[str, str], dep_results: list[int]) -> bool:

@@ -109,15 +109,17 @@ class Context:
     #: Keyed on the files' identity and the kernel, so an edited file is read again.
     conf_memo: dict[tuple[object, ...], dkmsconf.ModuleConf] | None = None
 
-    def fork(self, console: Console) -> Context:
+    def fork(self, console: Console, jobserver: Any = None) -> Context:
         """A context for one job running beside others: its own console and the state
-        upstream keeps per subshell; the trees, settings and transaction records shared."""
+        upstream keeps per subshell; the trees, settings and transaction records shared.
+        Given a jobserver, its makes take their jobs from it."""
         import copy
 
         options = copy.copy(self.options)
         options.kernels = list(self.options.kernels)
         options.arches = list(self.options.arches)
-        return dataclasses.replace(self, console=console, options=options)
+        return dataclasses.replace(self, console=console, options=options,
+                                   jobserver=jobserver if jobserver is not None else self.jobserver)
 
     def budget(self) -> int:
         try:
@@ -143,6 +145,16 @@ class Context:
         from dkms_hooks import policy
 
         return policy.dkms_signing_key(distro=self.distro, kver=kver, layout=self.layout)
+
+    def headers_hint(self, kver: str) -> str:
+        """The package that brings ``kver``'s headers, or ""."""
+        if self.pm is not None:
+            hint: str | None = self.pm.hook.dkms_headers_hint(kver=kver, distro=self.distro)
+        else:
+            from dkms_hooks import policy
+
+            hint = policy.dkms_headers_hint(kver=kver, distro=self.distro)
+        return hint or ""
 
     def note_change(self, kver: str, names: list[str], *, remake_initrd: bool = False) -> None:
         self.changed.setdefault(kver, set()).update(names)

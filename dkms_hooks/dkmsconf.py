@@ -202,7 +202,8 @@ def _exclusive_ok(conf: ModuleConf, index: int | None) -> bool:
     return True
 
 
-_EXCLUSIVE = (
+#: the directives that keep a module off some kernels
+EXCLUSIVE_DIRECTIVES = (
     "BUILD_EXCLUSIVE_KERNEL",
     "BUILD_EXCLUSIVE_KERNEL_MIN",
     "BUILD_EXCLUSIVE_KERNEL_MAX",
@@ -217,7 +218,7 @@ def _module_buildable(conf: ModuleConf, index: int) -> bool:
 
 
 def _has_exclusive(conf: ModuleConf, index: int) -> bool:
-    return any(conf.element(n, 0) or conf.element(n, index) for n in _EXCLUSIVE)
+    return any(conf.element(n, 0) or conf.element(n, index) for n in EXCLUSIVE_DIRECTIVES)
 
 
 def resolve(

@@ -154,7 +154,7 @@ class Engine:
         return [(m, chosen[m]) for m in order]
 
     def _headers_missing(self, kver: str) -> None:
-        hint = self.pm.hook.dkms_headers_hint(kver=kver, distro=self.ctx.distro)
+        hint = self.ctx.headers_hint(kver)
         self.tx.notes.append(f"kernel {kver}: no headers at {self.ctx.layout.install_tree}/{kver}/build, nothing "
                              f"built" + (f" (install {hint})" if hint else ""))
 
@@ -212,8 +212,7 @@ class Engine:
         jobserver = scheduler.JobServer(ctx.budget())
 
         def run_one(job: tuple[str, str, str, str], console: scheduler.BufferConsole) -> int:
-            job_ctx = ctx.fork(console)
-            job_ctx.jobserver = jobserver
+            job_ctx = ctx.fork(console, jobserver)
             job_ctx.signing_ready = ready
             try:
                 return self._run_job(job_ctx, *job)

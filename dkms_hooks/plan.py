@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from dkms_hooks import buildrecord, tree
 from dkms_hooks.console import Console
 from dkms_hooks.context import Context
-from dkms_hooks.dkmsconf import ModuleConf
+from dkms_hooks.dkmsconf import EXCLUSIVE_DIRECTIVES, ModuleConf
 from dkms_hooks.errors import DkmsError
 from dkms_hooks.kernel import ver_key
 
@@ -24,9 +24,6 @@ VERSION = 1
 #: exit codes: something that should build is blocked; a scratch build failed (--build)
 EXIT_BLOCKED = 1
 EXIT_BUILD_FAILED = 10
-
-_EXCLUSIVE = ("BUILD_EXCLUSIVE_KERNEL", "BUILD_EXCLUSIVE_KERNEL_MIN", "BUILD_EXCLUSIVE_KERNEL_MAX",
-              "BUILD_EXCLUSIVE_ARCH", "BUILD_EXCLUSIVE_CONFIG")
 
 
 class Verdict(enum.StrEnum):
@@ -103,29 +100,15 @@ class KernelInfo:
                 "headers_package": self.package or None}
 
 
-def _headers_hint(ctx: Context, kver: str) -> str:
-    if ctx.pm is not None:
-        hint = ctx.pm.hook.dkms_headers_hint(kver=kver, distro=ctx.distro)
-    else:
-        from dkms_hooks import policy
-
-        hint = policy.dkms_headers_hint(kver=kver, distro=ctx.distro)
-    return hint or ""
-
-
 def _read_conf(ctx: Context, module: str, version: str, kver: str, arch: str) -> tuple[ModuleConf | None, str]:
     """The dkms.conf for this kernel, with what reading it printed kept (not shown)."""
-    real = ctx.console
     buf = io.StringIO()
-    ctx.console = Console(buf, buf)
     try:
-        with ctx.subshell():
-            conf = ctx.read_conf(module, version, kver, arch,
-                                 os.fspath(ctx.layout.source_link(module, version) / "dkms.conf"), or_die=False)
+        conf = ctx.fork(Console(buf, buf)).read_conf(
+            module, version, kver, arch, os.fspath(ctx.layout.source_link(module, version) / "dkms.conf"),
+            or_die=False)
     except DkmsError as e:
         return None, " ".join(e.lines)
-    finally:
-        ctx.console = real
     if not conf.ok:
         return None, " ".join(line.strip() for line in buf.getvalue().splitlines() if line.strip())
     return conf, ""
@@ -133,7 +116,7 @@ def _read_conf(ctx: Context, module: str, version: str, kver: str, arch: str) ->
 
 def _exclusive_text(conf: ModuleConf) -> str:
     found = []
-    for name in _EXCLUSIVE:
+    for name in EXCLUSIVE_DIRECTIVES:
         for i, v in sorted(conf.values.get(name, {}).items()):
             if v:
                 found.append(f'{name}{f"[{i}]" if i else ""}="{v}"')
@@ -152,7 +135,7 @@ def plan_kernel(ctx: Context, kver: str, arch: str) -> tuple[KernelInfo, list[It
     lay = ctx.layout
     kernel = ctx.kernel(kver, arch)
     headers = os.fspath(kernel.source_dir) if kernel.has_headers else ""
-    package = "" if headers else _headers_hint(ctx, kver)
+    package = "" if headers else ctx.headers_hint(kver)
     info = KernelInfo(kver, arch, headers, package)
     o = ctx.options
     # every module is looked at: one named with -m may depend on others

@@ -133,8 +133,7 @@ def try_builds(ctx: Context, items: list[Item], *, quiet: bool) -> None:
 
         def run_one(job: Job, buf: scheduler.BufferConsole) -> int:
             m, v, kver, arch = job
-            jctx = sctx.fork(buf)
-            jctx.jobserver = jobserver
+            jctx = sctx.fork(buf, jobserver)
             buf.print(f"==> scratch build of {m}/{v} for kernel {kver} ({arch})")
             start = time.monotonic()
             code = 0
