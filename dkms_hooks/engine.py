@@ -85,9 +85,13 @@ def _ordered(deps: dict[str, list[str]]) -> tuple[list[str], list[str]]:
 
 
 class Engine:
-    def __init__(self, ctx: Context, pm: pluggy.PluginManager) -> None:
+    def __init__(self, ctx: Context, pm: pluggy.PluginManager, *, initramfs_follows: bool = False) -> None:
         self.ctx = ctx
         self.pm = pm
+        #: the host regenerates the initramfs after us (kernel-install, a kernel's postinst)
+        self.initramfs_follows = initramfs_follows
+        #: (kernel, changed modules) -> whether any of them is inside the current image
+        self._inside: dict[tuple[str, tuple[str, ...]], bool] = {}
         self.tx = Transaction()
         self.done: set[tuple[str, str, str]] = set()
         self.queue: list[tuple[str, str, str, str]] = []
@@ -181,6 +185,7 @@ class Engine:
         if not jobs:
             return
         ctx = self.ctx
+        jobs = self._slow_depmod_first(jobs)
         parallel = ctx.budget() > 1 and len(jobs) > 1
         ctx.private_builds = parallel
         private = [parallel and actions.own_build_dir(ctx, *job) for job in jobs]
@@ -225,8 +230,7 @@ class Engine:
             return False  # a failed dependency fails the build itself (BUILD_DEPENDS, exit 13)
 
         # A kernel's depmod starts as soon as its last job is done, in the same budget, while
-        # other kernels still build (the kernel with an installed module tree, whose depmod
-        # is slow, is the newest and so finishes first).
+        # other kernels still build (the slowest depmod's kernel was put first).
         left = {k: sum(1 for j in jobs if j[2] == k) for _, _, k, _ in jobs}
         lock = threading.Lock()
         early: list[threading.Thread] = []
@@ -235,6 +239,9 @@ class Engine:
             jobserver.acquire()
             try:
                 self.early_depmod[kver] = depmod.do_depmod(ctx.fork(scheduler.BufferConsole(True)), kver)
+                # looking inside the kernel's initramfs (lsinitramfs: half a second) too
+                if not self.initramfs_follows and (tool := self._initramfs_tool()):
+                    self._needs_initramfs(tool, kver)
             finally:
                 jobserver.release()
 
@@ -262,6 +269,21 @@ class Engine:
         finally:
             jobserver.close()
             ctx.private_builds = False
+
+    def _slow_depmod_first(self, jobs: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+        """The kernels whose depmod takes longest (a big installed module tree: seconds,
+        where a headers-only kernel takes none) build first, so that depmod runs while the
+        other kernels still build instead of alone at the end; then the newest kernel, the
+        one most likely to boot next. A kernel's jobs keep their (BUILD_DEPENDS) order."""
+        def weight(kver: str) -> int:
+            try:  # depmod skips a kernel without modules.dep; a few modules cost nothing
+                return (self.ctx.layout.install_tree / kver / "modules.dep").stat().st_size // 65536
+            except OSError:
+                return 0
+
+        kernels = sorted({k for _, _, k, _ in jobs}, key=lambda k: (weight(k), version_sort_key(k)), reverse=True)
+        rank = {k: i for i, k in enumerate(kernels)}
+        return sorted(jobs, key=lambda job: rank[job[2]])
 
     def _presign(self, ctx: Context, jobs: list[tuple[str, str, str, str]]) -> None:
         for kver, arch in dict.fromkeys((k, a) for _, _, k, a in jobs):
@@ -357,7 +379,7 @@ class Engine:
                     ctx.options.kernels, ctx.options.arches, ctx.options.conf = saved
 
     # --- the end of a transaction -----------------------------------------------------------
-    def finish(self, *, initramfs_follows: bool) -> int:
+    def finish(self) -> int:
         self.run_queued()
         ctx = self.ctx
         pending = set(ctx.depmod_batch or ())
@@ -370,7 +392,7 @@ class Engine:
             ctx.console.print(" done." if rc == 0 else f" failed (exit {rc}).")
             if rc != 0:
                 self.tx.notes.append(f"kernel {kver}: depmod failed with exit {rc}")
-        if not initramfs_follows:
+        if not self.initramfs_follows:
             self._initramfs()
         self._summary()
         return 1 if self.tx.failed_critical else 0
@@ -380,20 +402,30 @@ class Engine:
         kernels = sorted(set(ctx.changed) | ctx.remake_initrd, key=version_sort_key, reverse=True)
         if not kernels:
             return
-        tool = self.pm.hook.dkms_initramfs_tool(layout=ctx.layout, configured=ctx.hooks.initramfs)
-        if not tool or tool == "none":
+        tool = self._initramfs_tool()
+        if not tool:
             return
         for kver in kernels:
-            names = sorted(ctx.changed.get(kver, ()))
-            if kver not in ctx.remake_initrd:
-                inside = self.pm.hook.dkms_initramfs_contains(tool=tool, kver=kver, names=names, layout=ctx.layout)
-                if not inside:
-                    continue
+            if not self._needs_initramfs(tool, kver):
+                continue
             ctx.console.print(f"Regenerating the initramfs of {kver} with {tool}...", end="")
             ok = self.pm.hook.dkms_regenerate_initramfs(tool=tool, kver=kver, layout=ctx.layout)
             ctx.console.print(" done." if ok else " failed.")
             if not ok:
                 self.tx.notes.append(f"kernel {kver}: {tool} failed; the old initramfs is still in place")
+
+    def _initramfs_tool(self) -> str | None:
+        tool = self.pm.hook.dkms_initramfs_tool(layout=self.ctx.layout, configured=self.ctx.hooks.initramfs)
+        return None if not tool or tool == "none" else str(tool)
+
+    def _needs_initramfs(self, tool: str, kver: str) -> bool:
+        if kver in self.ctx.remake_initrd:
+            return True
+        names = tuple(sorted(self.ctx.changed.get(kver, ())))
+        if (kver, names) not in self._inside:
+            self._inside[(kver, names)] = bool(
+                self.pm.hook.dkms_initramfs_contains(tool=tool, kver=kver, names=list(names), layout=self.ctx.layout))
+        return self._inside[(kver, names)]
 
     def _summary(self) -> None:
         out = self.ctx.console.print
@@ -469,8 +501,7 @@ def handle(ctx: Context, event: Event, pm: pluggy.PluginManager) -> int:
     events = take_queue(ctx) if event.kind is EventKind.flush else [event]
     if not events:
         return 0
-    engine = Engine(ctx, pm)
-    follows = all(e.initramfs_follows for e in events)
+    engine = Engine(ctx, pm, initramfs_follows=all(e.initramfs_follows for e in events))
     for ev in events:
         if ev.kind in (EventKind.kernel_added, EventKind.headers_added, EventKind.source_added):
             names = engine.add_sources(ev.modules) if ev.modules else set()
@@ -486,4 +517,4 @@ def handle(ctx: Context, event: Event, pm: pluggy.PluginManager) -> int:
                 engine.unbuild_for_kernel(k, autoinstall_only=False)
         elif ev.kind is EventKind.source_removed:
             engine.remove_sources(ev.modules)
-    return engine.finish(initramfs_follows=follows)
+    return engine.finish()

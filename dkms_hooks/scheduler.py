@@ -9,6 +9,7 @@ stays readable and, for upstream's verbs, identical to upstream's."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import threading
@@ -30,18 +31,29 @@ class JobServer:
         self.read_fd, self.write_fd = os.pipe()
         os.set_inheritable(self.read_fd, True)
         os.set_inheritable(self.write_fd, True)
+        # make switches the shared pipe between blocking and non-blocking as it likes: our
+        # own reads go through an open file of our own, always non-blocking, so a token
+        # another reader took between select and read never leaves us stuck in read()
+        try:
+            self._ours = os.open(f"/proc/self/fd/{self.read_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            self._ours = self.read_fd
         if self.budget > 1:
             os.write(self.write_fd, b"+" * (self.budget - 1))
 
-    def acquire(self) -> None:
-        # make turns the (shared) pipe non-blocking: wait until a token can be read
+    def acquire(self, wake_fd: int | None = None) -> bool:
+        """Take a token; True once one is taken. With ``wake_fd``, returns False as soon as
+        that descriptor is readable instead (someone has news worth more than a token)."""
+        watch = [self._ours] if wake_fd is None else [self._ours, wake_fd]
         while True:
             try:
-                if os.read(self.read_fd, 1):
-                    return
+                if os.read(self._ours, 1):
+                    return True
             except BlockingIOError:
                 pass
-            select.select([self.read_fd], [], [], 1.0)
+            ready, _, _ = select.select(watch, [], [], 1.0)
+            if wake_fd is not None and wake_fd in ready:
+                return False
 
     def release(self) -> None:
         os.write(self.write_fd, b"+")
@@ -56,7 +68,7 @@ class JobServer:
         return self.read_fd, self.write_fd
 
     def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
+        for fd in {self.read_fd, self.write_fd, self._ours}:
             try:
                 os.close(fd)
             except OSError:
@@ -150,8 +162,12 @@ def run_jobs(
             else:
                 jobserver.release()
             lock.notify_all()
+            # the main loop may be waiting for a token rather than on the lock
+            with contextlib.suppress(BlockingIOError):
+                os.write(wake_w, b".")
 
     started: set[int] = set()
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         with lock:
             while True:
@@ -188,9 +204,12 @@ def run_jobs(
                 elif running < budget:
                     lock.release()
                     try:
-                        jobserver.acquire()
+                        got = jobserver.acquire(wake_fd=wake_r)
                     finally:
                         lock.acquire()
+                    if not got:  # a job ended (its implicit token may be free): look again
+                        _drain(wake_r)
+                        continue
                     implicit = False
                 else:
                     lock.wait()
@@ -204,4 +223,14 @@ def run_jobs(
     finally:
         if progress is not None:
             progress.close()
+        os.close(wake_r)
+        os.close(wake_w)
     return [None if s.skipped else s.result for s in slots]
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass

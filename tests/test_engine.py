@@ -164,3 +164,28 @@ def test_one_module_builds_for_several_kernels_at_once(sandbox: Sandbox) -> None
         assert str(shared) in (sandbox.dkms_tree / f"scripted/1.0/{k}/x86_64/log/make.log").read_text()
     # nothing left behind once the builds are done
     assert not (sandbox.dkms_tree / ".dkms-hooks/build").exists()
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(len(KERNELS) < 2, reason="needs headers of two kernels")
+def test_the_kernel_with_the_slowest_depmod_builds_first(sandbox: Sandbox) -> None:
+    """Its depmod then runs while the other kernels build, not alone at the end. Without a
+    big module tree anywhere, the newest kernel goes first."""
+    old, new = KERNELS[0], KERNELS[-1]
+    for k in (old, new):
+        sandbox.add_kernel(k)
+    write_module(sandbox.source_tree, "first")
+    sandbox.dkms("add", "first/1.0", check=True)
+    res = sandbox.event("apt", "trigger")
+    assert res.returncode == 0, res.output
+    assert res.stdout.index(f"==> first/1.0 for kernel {new}") < res.stdout.index(f"==> first/1.0 for kernel {old}")
+
+    sandbox.dkms("remove", "first/1.0", "--all", check=True)
+    sandbox.dkms("add", "first/1.0", check=True)
+    # an installed module tree of thousands of modules (what depmod reads) on the older kernel
+    (sandbox.install_tree / old / "modules.dep").write_text(
+        "".join(f"kernel/drivers/x/m{i}.ko.xz:\n" for i in range(20000)))
+    res = sandbox.event("apt", "trigger")
+    assert res.returncode == 0, res.output
+    assert res.stdout.index(f"==> first/1.0 for kernel {old}") < res.stdout.index(f"==> first/1.0 for kernel {new}")
+    assert "first.ko" in (sandbox.install_tree / old / "modules.dep").read_text()

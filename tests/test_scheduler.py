@@ -51,6 +51,41 @@ def test_order_budget_and_dependencies(capsys: pytest.CaptureFixture[str]) -> No
     assert out.err == "".join(f"err {j}\n" for j in jobs[:-1])
 
 
+def test_a_freed_slot_is_used_while_someone_else_holds_a_token() -> None:
+    """An early depmod takes a token while a build holds the other: when the build ends,
+    the next job starts at once, not when the depmod gives its token back."""
+    js = JobServer(2)
+    holding = threading.Event()
+    give_back = threading.Event()
+    given_back = threading.Event()
+    started_while_held: list[str] = []
+
+    def holder() -> None:
+        js.acquire()
+        holding.set()
+        give_back.wait(5)
+        given_back.set()
+        js.release()
+
+    def run_one(job: str, console: BufferConsole) -> int:
+        if job == "first":
+            threading.Thread(target=holder, daemon=True).start()
+            return 0
+        if job == "long":
+            holding.wait(20)
+            time.sleep(0.3)  # the main loop is now waiting for a token for "next"
+            return 0
+        if not given_back.is_set():
+            started_while_held.append(job)
+        give_back.set()
+        return 0
+
+    results = run_jobs(["long", "first", "next"], lambda i: set(), run_one, budget=2, console=Console(), jobserver=js)
+    js.close()
+    assert results == [0, 0, 0]
+    assert started_while_held == ["next"]
+
+
 def test_a_cycle_does_not_hang() -> None:
     js = JobServer(2)
     results = run_jobs(["x", "y", "z"], lambda i: {0: {1}, 1: {0}}.get(i, set()), lambda j, c: 0, budget=2,
