@@ -57,3 +57,40 @@ def test_akmods_key_on_fedora(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert pm.hook.dkms_signing_key(distro="fedora", kver="6.9", layout=lay) == (
         str(tmp_path / "etc/pki/akmods/private/private_key.priv"), str(tmp_path / "etc/pki/akmods/certs/public_key.der"))
     assert pm.hook.dkms_signing_key(distro="debian", kver="6.9", layout=lay) is None
+
+
+def _install_plugin_distribution(where) -> None:  # type: ignore[no-untyped-def]
+    """What pip leaves for a third-party plugin: its module and a dist-info naming it."""
+    (where / "thirdparty_dkms.py").write_text(
+        "from dkms_hooks import hookimpl\n\n"
+        "@hookimpl\n"
+        "def dkms_dest_module_location(distro, declared):\n"
+        "    return '/updates/thirdparty'\n")
+    info = where / "thirdparty_dkms-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-dkms\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[console_scripts]\nx = y:z\n\n[dkms_hooks]\nthirdparty = thirdparty_dkms\n")
+
+
+def test_installed_plugin_found_through_its_entry_point(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert not plugins.get_plugin_manager().has_plugin("thirdparty")
+    _install_plugin_distribution(tmp_path)
+    pm = plugins.get_plugin_manager()
+    assert pm.has_plugin("thirdparty")
+    assert pm.hook.dkms_dest_module_location(distro="debian", declared="/kernel") == "/updates/thirdparty"
+
+
+def test_no_entry_point_scan_without_a_plugin_distribution(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """importlib.metadata costs every dkms call 40 ms: only imported when a plugin is there."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from dkms_hooks import plugins; pm = plugins.get_plugin_manager(); "
+             "print('importlib.metadata' in sys.modules, pm.has_plugin('thirdparty'))")
+    env = {"PYTHONPATH": f"{tmp_path}:{':'.join(p for p in sys.path if p)}"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    assert out == "False False\n"
+    _install_plugin_distribution(tmp_path)
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    assert out == "True True\n"
