@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dkms_hooks import actions, signing, tree
+from dkms_hooks import actions, ccprobe, signing, tree
 from dkms_hooks.context import Context
 from dkms_hooks.errors import EXIT_SKIPPED, DkmsError, SilentExit
 from dkms_hooks.kernel import ver_key
@@ -174,9 +174,10 @@ def _run_parallel(ctx: Context, to_install: list[tuple[str, str]], depends: dict
         from dkms_hooks import progress
 
         live = progress.for_context(ctx, [f"{m}/{v} for {kver}" for m, v in jobs])
-        results = scheduler.run_jobs(jobs, lambda n: {index[d] for d in pending[jobs[n][0]]}, run_one,
-                                     budget=ctx.budget(), console=ctx.console, jobserver=jobserver, blocked=blocked,
-                                     progress=live)
+        with ccprobe.for_transaction(ctx, [kver] * len(jobs)):
+            results = scheduler.run_jobs(jobs, lambda n: {index[d] for d in pending[jobs[n][0]]}, run_one,
+                                         budget=ctx.budget(), console=ctx.console, jobserver=jobserver,
+                                         blocked=blocked, progress=live)
     finally:
         jobserver.close()
     newly = 0

@@ -153,6 +153,8 @@ def _do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> 
     env = ctx.build_env()
     _compiler_env(ctx, kernel, env)
     env = _build_environment(ctx, env)
+    if ctx.cc_probes is not None:
+        env = ctx.cc_probes.env(env, build_dir, user)
 
     missing = _missing_build_depends(ctx, conf, kver, arch)
     if missing:

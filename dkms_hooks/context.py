@@ -108,6 +108,9 @@ class Context:
     #: checks that look at every module (BUILD_DEPENDS_REBUILD) do not re-run bash per job.
     #: Keyed on the files' identity and the kernel, so an edited file is read again.
     conf_memo: dict[tuple[object, ...], dkmsconf.ModuleConf] | None = None
+    #: in a transaction building several modules for a kernel: kbuild's compiler probes
+    #: answered once (a ccprobe.ProbeCache), shared by the jobs
+    cc_probes: Any = None
 
     def fork(self, console: Console, jobserver: Any = None) -> Context:
         """A context for one job running beside others: its own console and the state

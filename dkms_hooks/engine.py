@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pluggy
 
-from dkms_hooks import actions, autoinstall, depmod, signing, tree
+from dkms_hooks import actions, autoinstall, ccprobe, depmod, signing, tree
 from dkms_hooks.buildrecord import keep_failed_log
 from dkms_hooks.context import Context
 from dkms_hooks.errors import EXIT_SKIPPED, DkmsError
@@ -179,13 +179,16 @@ class Engine:
         come before it on each kernel; a module's jobs for several kernels run side by side
         when each can build in a directory of its own, else one after another (they share
         its build directory); everything else runs side by side in the job budget."""
-        from dkms_hooks import scheduler
-
         jobs, self.queue = self.queue, []
         if not jobs:
             return
+        with ccprobe.for_transaction(self.ctx, (k for _, _, k, _ in jobs)):
+            self._run_jobs(self._slow_depmod_first(jobs))
+
+    def _run_jobs(self, jobs: list[tuple[str, str, str, str]]) -> None:
+        from dkms_hooks import scheduler
+
         ctx = self.ctx
-        jobs = self._slow_depmod_first(jobs)
         parallel = ctx.budget() > 1 and len(jobs) > 1
         ctx.private_builds = parallel
         private = [parallel and actions.own_build_dir(ctx, *job) for job in jobs]

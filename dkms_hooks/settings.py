@@ -63,6 +63,8 @@ class HooksSettings:
     jobs: int = 0
     #: a user that make, patches and PRE_BUILD/POST_BUILD run as ("" = as the caller)
     build_user: str = ""
+    #: answer kbuild's compiler probes once per transaction of several builds per kernel
+    compiler_probe_cache: bool = True
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
@@ -94,9 +96,12 @@ def load_hooks_settings(path: Path) -> HooksSettings:
     build_user = data.get("build_user", "")
     if not isinstance(build_user, str):
         raise SettingsError(f"{path}: build_user must be a user name")
-    known = ("critical_modules", "initramfs", "jobs", "build_user")
+    probe_cache = data.get("compiler_probe_cache", True)
+    if not isinstance(probe_cache, bool):
+        raise SettingsError(f"{path}: compiler_probe_cache must be true or false")
+    known = ("critical_modules", "initramfs", "jobs", "build_user", "compiler_probe_cache")
     extra = {k: v for k, v in data.items() if k not in known}
-    return HooksSettings(tuple(critical), initramfs, jobs, build_user, extra)
+    return HooksSettings(tuple(critical), initramfs, jobs, build_user, probe_cache, extra)
 
 
 def nproc(env: Mapping[str, str]) -> str:

@@ -41,8 +41,14 @@ def test_hooks_toml(tmp_path: Path) -> None:
     p.write_text('critical_modules = ["zfs", "nvidia"]\ninitramfs = "dracut"\njobs = 4\n')
     s = settings.load_hooks_settings(p)
     assert (s.critical_modules, s.initramfs, s.jobs) == (("zfs", "nvidia"), "dracut", 4)
+    assert s.compiler_probe_cache is True
+    p.write_text("compiler_probe_cache = false\n")
+    assert settings.load_hooks_settings(p).compiler_probe_cache is False
     p.write_text("jobs = -1\n")
     with pytest.raises(settings.SettingsError, match="jobs must be"):
+        settings.load_hooks_settings(p)
+    p.write_text('compiler_probe_cache = "no"\n')
+    with pytest.raises(settings.SettingsError, match="compiler_probe_cache must be true or false"):
         settings.load_hooks_settings(p)
 
 

@@ -28,6 +28,8 @@ def test_make_and_build_scripts_run_as_the_build_user_install_as_root(tmp_path: 
         script = src / f"{step}.sh"
         script.write_text(f"#!/bin/sh\necho {step.upper()}_USER=$(id -un)\n")
         script.chmod(0o755)
+    for n in ("userprobe_a", "userprobe_b", "userprobe_c"):
+        write_module(tmp_path / "src", n)
     res = in_overlay(f"""
 useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {USER}
 mkdir -p /etc/dkms
@@ -38,10 +40,19 @@ echo "== log"
 cat /var/lib/dkms/whoami/1.0/{k}/*/log/make.log
 echo "== owners"
 stat -c '%U %n' /var/lib/dkms/whoami/1.0/{k}/*/module/whoami.ko* /lib/modules/{k}/updates/dkms/whoami.ko*
+# several builds for a kernel: the build user's makes share the compiler probe answers
+for n in userprobe_a userprobe_b userprobe_c; do cp -a {tmp_path}/src/$n-1.0 /usr/src/; dkms add $n/1.0 >/dev/null; done
+touch /tmp/probes.log && chmod 666 /tmp/probes.log
+DKMS_HOOKS_PROBE_LOG=/tmp/probes.log dkms autoinstall -k {k} >/dev/null
+echo "== probes"
+grep -c '^hit' /tmp/probes.log
+stat -c '%U' /lib/modules/{k}/updates/dkms/userprobe_*.ko*
 """, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     log = res.stdout.split("== log\n")[1].split("== owners\n")[0]
-    owners = res.stdout.split("== owners\n")[1].splitlines()
+    owners = res.stdout.split("== owners\n")[1].split("== probes\n")[0].splitlines()
+    hits, *probe_owners = res.stdout.split("== probes\n")[1].splitlines()
+    assert int(hits) > 0 and probe_owners == ["root"] * 3, res.stdout
     for step in ("MAKE", "PREBUILD", "POSTBUILD"):
         assert f"{step}_USER={USER}\n" in log, log
     assert "_USER=root" not in log
