@@ -86,16 +86,18 @@ class ProbeCache:
         self.store.mkdir()
         self._lock = threading.Lock()
         self._owner: int | None = None
+        #: a noexec /tmp would make every compile fail: no shim there
+        self.usable = not os.statvfs(self.bin).f_flag & os.ST_NOEXEC
 
     def env(self, env: Mapping[str, str], own_dir: Path, user: RunAs | None) -> dict[str, str]:
         """The build environment with the shim for the build's compiler first on PATH, or
         unchanged when that compiler is not a plain name found on PATH."""
         name = env.get("CC") or "gcc"
         path = env.get("PATH", os.defpath)
-        if "/" in name or any(c.isspace() for c in name) or not name:
+        if not self.usable or "/" in name or any(c.isspace() for c in name):
             return dict(env)
         real = shutil.which(name, path=path)
-        if real is None or os.statvfs(self.bin).f_flag & os.ST_NOEXEC:  # a noexec /tmp: no shim
+        if real is None:
             return dict(env)
         with self._lock:
             shim = self.bin / name

@@ -103,15 +103,15 @@ def test_compiler_not_on_path_or_given_as_a_command_is_left_alone(tmp_path: Path
 
 def test_no_shim_where_it_could_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A temporary directory on a noexec mount would make every compile fail: no shim then."""
+    real_statvfs = os.statvfs
+
+    class NoExec:
+        def __init__(self, st: os.statvfs_result) -> None:
+            self.f_flag = st.f_flag | os.ST_NOEXEC
+
+    monkeypatch.setattr(os, "statvfs", lambda p: NoExec(real_statvfs(p)))
     cache = ProbeCache()
     try:
-        real_statvfs = os.statvfs
-
-        class NoExec:
-            def __init__(self, st: os.statvfs_result) -> None:
-                self.f_flag = st.f_flag | os.ST_NOEXEC
-
-        monkeypatch.setattr(os, "statvfs", lambda p: NoExec(real_statvfs(p)))
         env = {"CC": "sh", "PATH": os.environ["PATH"]}
         assert cache.env(env, tmp_path, None) == env
     finally:
