@@ -1,7 +1,8 @@
 """Run readconf.bash and decode what it reports.
 
 A pure-Python shell parser cannot read real dkms.conf files: a third of them use command
-substitution, loops, functions or `source`. So bash reads them, exactly as upstream does."""
+substitution, loops, functions or `source`. So bash reads them, exactly as upstream does,
+unless they are plain assignments that staticconf can answer for without it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dkms_hooks import run
+from dkms_hooks import run, staticconf
 
 _SCRIPT = Path(__file__).with_name("readconf.bash")
 _empty_dir: str | None = None
@@ -60,6 +61,25 @@ def source_files(
     existing = [f for f in files if f.exists()]
     if not existing:
         return SourceResult()
+    names = list(names)
+    deprecated = list(deprecated)
+    plain = staticconf.read(existing, names, scope=scope, deprecated=deprecated,
+                            env=os.environ if env is None else env)
+    if plain is not None:
+        run.debug(f"+ (plain assignments, read without bash) {' '.join(map(os.fspath, existing))}")
+        values, records = plain
+        return SourceResult(values, [Deprecation(*r) for r in records])
+    return source_with_bash(existing, names, scope=scope, deprecated=deprecated, env=env)
+
+
+def source_with_bash(
+    existing: Sequence[Path],
+    names: Iterable[str],
+    *,
+    scope: Mapping[str, str],
+    deprecated: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> SourceResult:
     fd, out = tempfile.mkstemp(prefix="dkms-hooks-conf.")
     os.close(fd)
     try:

@@ -20,7 +20,7 @@ from typing import IO
 DEBUG = False
 
 
-def _debug(text: str) -> None:
+def debug(text: str) -> None:
     if DEBUG:
         print(text, file=sys.stderr, flush=True)
 
@@ -70,7 +70,7 @@ def run(
     """Run argv and wait. stdout is captured (text) unless redirected; a non-zero exit is
     returned, not raised, because most callers map it to one of upstream's exit codes."""
     cmd = tuple(os.fspath(a) for a in argv)
-    _debug(f"+ {shlex.join(cmd)}" + (f"  (as {as_user.name})" if as_user else ""))
+    debug(f"+ {shlex.join(cmd)}" + (f"  (as {as_user.name})" if as_user else ""))
     if as_user is not None:
         env = {**(env if env is not None else os.environ), "HOME": as_user.home, "USER": as_user.name,
                "LOGNAME": as_user.name}
@@ -100,15 +100,15 @@ def run(
         raise ToolMissing(cmd[0]) from e
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
-        _debug(f'"{shlex.join(cmd)}" returned non-zero exit code {proc.returncode}.')
-    _debug(f"  ({elapsed:.3f} s)")
+        debug(f'"{shlex.join(cmd)}" returned non-zero exit code {proc.returncode}.')
+    debug(f"  ({elapsed:.3f} s)")
     return Result(cmd, proc.returncode, proc.stdout if isinstance(proc.stdout, str) else "", elapsed)
 
 
 def run_bytes(argv: Sequence[PathString]) -> bytes | None:
     """Run argv and return its binary stdout, or None when it fails."""
     cmd = [os.fspath(a) for a in argv]
-    _debug(f"+ {shlex.join(cmd)}")
+    debug(f"+ {shlex.join(cmd)}")
     try:
         proc = subprocess.run(cmd, stdin=DEVNULL, stdout=PIPE, stderr=DEVNULL, check=False)
     except FileNotFoundError as e:
@@ -121,7 +121,7 @@ def pipe_from(argv: Sequence[PathString]) -> Iterator[IO[bytes]]:
     """Run argv with its binary stdout as a stream to read, so a large output is never held
     in memory. Stopping early ends the process."""
     cmd = [os.fspath(a) for a in argv]
-    _debug(f"+ {shlex.join(cmd)}")
+    debug(f"+ {shlex.join(cmd)}")
     try:
         proc = subprocess.Popen(cmd, stdin=DEVNULL, stdout=PIPE, stderr=DEVNULL)
     except FileNotFoundError as e:
