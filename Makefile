@@ -68,7 +68,7 @@ endif
 
 install-common: check-distro install-python
 	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR)
-	printf '#!%s\nfrom dkms_hooks.cli import main\n\nraise SystemExit(main())\n' '$(PYTHON_SHEBANG)' \
+	printf '#!%s\nfrom dkms_hooks.cli import entry\n\nentry()\n' '$(PYTHON_SHEBANG)' \
 		> $(DESTDIR)$(SBINDIR)/dkms
 	chmod 0755 $(DESTDIR)$(SBINDIR)/dkms
 	if [ "$(SBINDIR)" != "$(BINDIR)" ]; then ln -sfr $(DESTDIR)$(SBINDIR)/dkms $(DESTDIR)$(BINDIR)/dkms; fi

@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from dkms_hooks.cli import main
+from dkms_hooks.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dkms_hooks import bashconf, distro, safety
-from dkms_hooks.kernel import KernelTarget, ver_key
+from dkms_hooks.kernel import KConfig, KernelTarget, ver_key
 
 #: every name upstream keeps from a dkms.conf (its directives plus a few internal arrays)
 KEPT_NAMES: tuple[str, ...] = tuple(
@@ -163,7 +163,7 @@ def bash_regex_search(pattern: str, text: str) -> bool | None:
         return None
 
 
-def _kconfig_enabled(kconfig: Mapping[str, str], name: str) -> bool:
+def _kconfig_enabled(kconfig: KConfig, name: str) -> bool:
     return kconfig.get(name, "")[:1] in ("y", "m")
 
 

@@ -54,25 +54,36 @@ _KCONFIG_COMPRESSION = {
 }
 
 
+class KConfig:
+    """A kernel config's values. Looked up in the file's text when asked: a build asks for a
+    handful of its ~6000 lines, and splitting them all costs more than the rest of its setup."""
+
+    def __init__(self, text: str) -> None:
+        self._text = "\n" + text
+
+    def get(self, name: str, default: str = "") -> str:
+        at = self._text.rfind(f"\n{name}=")
+        if at < 0:
+            return default
+        start = at + len(name) + 2
+        end = self._text.find("\n", start)
+        return self._text[start:] if end < 0 else self._text[start:end]
+
+
 @functools.lru_cache(maxsize=32)
-def _read_kconfig(path: str, mtime: float) -> dict[str, str]:
-    values: dict[str, str] = {}
+def _read_kconfig(path: str, mtime: float) -> KConfig:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("CONFIG_") and "=" in line:
-                    k, _, v = line.rstrip("\n").partition("=")
-                    values[k] = v
+            return KConfig(f.read())
     except OSError:
-        pass
-    return values
+        return KConfig("")
 
 
-def read_kconfig(path: Path) -> dict[str, str]:
+def read_kconfig(path: Path) -> KConfig:
     try:
         mtime = path.stat().st_mtime
     except OSError:
-        return {}
+        return KConfig("")
     return _read_kconfig(os.fspath(path), mtime)
 
 
@@ -103,7 +114,7 @@ class KernelTarget:
     def has_headers(self) -> bool:
         return (self.source_dir / "include").exists()
 
-    def kconfig(self) -> dict[str, str]:
+    def kconfig(self) -> KConfig:
         return read_kconfig(self.config)
 
     def sig_hash(self) -> str | None:

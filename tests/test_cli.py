@@ -15,6 +15,16 @@ def test_version_and_help(sandbox: Sandbox) -> None:
     assert res.returncode == 0 and res.stdout.startswith("Usage: ")
 
 
+def test_the_quick_exit_keeps_output_exit_code_and_exit_handlers(sandbox: Sandbox) -> None:
+    # the command skips the interpreter's teardown: nothing written may be lost on the way
+    res = sandbox.dkms("--help", env={"DKMS_HOOKS_REPORT_RSS": "1"})
+    assert res.returncode == 0
+    assert res.stdout.startswith("Usage: ") and res.stdout.endswith("\n")
+    assert "dkms-hooks peak RSS:" in res.stderr  # an atexit handler
+    piped = sandbox.dkms("add", "build")
+    assert piped.returncode == 4 and piped.stderr.endswith("more than one action.\n")
+
+
 def test_unknown_option_exits_2_with_usage(sandbox: Sandbox) -> None:
     res = sandbox.dkms("status", "-j4")
     assert res.returncode == 2
