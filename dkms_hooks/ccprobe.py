@@ -24,10 +24,10 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dkms_hooks.run import RunAs
 
+TYPE_CHECKING = False  # see __init__.py
 if TYPE_CHECKING:
     from dkms_hooks.context import Context
 

@@ -9,7 +9,6 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from dkms_hooks import UPSTREAM_RELEASE, cmdline, distro, journal, locking, run, safety, settings
 from dkms_hooks.console import Console
@@ -17,6 +16,10 @@ from dkms_hooks.context import Context
 from dkms_hooks.errors import DkmsError, DkmsWarnExit, SilentExit
 from dkms_hooks.kernel import version_sort_key
 from dkms_hooks.paths import Layout
+
+TYPE_CHECKING = False  # see __init__.py
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 #: verbs that change the trees, and so take the tree lock
 _MUTATING = {"add", "build", "install", "uninstall", "unbuild", "remove", "autoinstall", "match", "ldtarball",

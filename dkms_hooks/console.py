@@ -7,7 +7,10 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import TextIO
+
+TYPE_CHECKING = False  # see __init__.py
+if TYPE_CHECKING:
+    from typing import TextIO
 
 
 class Console:

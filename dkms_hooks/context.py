@@ -10,13 +10,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
-
 from dkms_hooks import dkmsconf, run
 
+TYPE_CHECKING = False  # see __init__.py
 if TYPE_CHECKING:
+    from typing import Any
+
     import pluggy
 from dkms_hooks.console import Console
 from dkms_hooks.errors import DkmsError

@@ -22,10 +22,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dkms_hooks.context import Context
 from dkms_hooks.errors import DkmsError
+
+TYPE_CHECKING = False  # see __init__.py
+if TYPE_CHECKING:
+    from typing import Any
 
 #: the steps of each operation, in order; a record names the last one completed
 OPS: dict[str, tuple[str, ...]] = {

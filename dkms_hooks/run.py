@@ -14,7 +14,10 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+
+TYPE_CHECKING = False  # see __init__.py
+if TYPE_CHECKING:
+    from typing import IO
 
 #: set by --debug: every command is shown on stderr before it runs
 DEBUG = False
