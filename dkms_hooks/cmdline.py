@@ -17,6 +17,23 @@ ACTIONS = re.compile(
 )
 _MV = re.compile(r"^([^/]*)/(.*)$")
 _WITH_VALUE = re.compile(r"^[^=]*=(.*)$", re.DOTALL)
+#: options that take no value and turn one of :class:`Options`' flags on; only whole words
+#: match, so none of them is shadowed by the prefix-matched options (``--arch`` and the like)
+_SWITCHES = {
+    "--binaries-only": "binaries_only",
+    "--source-only": "source_only",
+    "--force": "force",
+    "--force-version-override": "force_version_override",
+    "--all": "all",
+    "--verbose": "verbose",
+    "--rpm_safe_upgrade": "rpm_safe_upgrade",
+    "--symlink-modules": "symlink_modules",
+    "--no-depmod": "no_depmod",
+    "--modprobe-on-install": "modprobe_on_install",
+    "--json": "json",
+    "--raw": "raw",
+    "--build": "plan_build",
+}
 
 USAGE = """Usage: {prog} [action] [options]
   [action]  = {{ add | remove | build | unbuild | install | uninstall | match |
@@ -91,28 +108,14 @@ def parse(argv: Sequence[str]) -> Parsed:
             return p
         elif a in ("--no-initrd", "--no-clean-kernel", "--no-prepare-kernel"):
             p.events.append(("deprecated", a))
-        elif a == "--binaries-only":
-            o.binaries_only = True
-        elif a == "--source-only":
-            o.source_only = True
-        elif a == "--force":
-            o.force = True
-        elif a == "--force-version-override":
-            o.force_version_override = True
-        elif a == "--all":
-            o.all = True
-        elif a == "--verbose":
-            o.verbose = True
-        elif a == "--rpm_safe_upgrade":
-            o.rpm_safe_upgrade = True
+        elif a in _SWITCHES:
+            setattr(o, _SWITCHES[a], True)
         elif a.startswith("--dkmstree"):
             p.trees["dkms_tree"] = value(a)
         elif a.startswith("--sourcetree"):
             p.trees["source_tree"] = value(a)
         elif a.startswith("--installtree"):
             p.trees["install_tree"] = value(a)
-        elif a == "--symlink-modules":
-            o.symlink_modules = True
         elif a.startswith("--config"):
             o.kernel_config = value(a)
         elif a.startswith("--archive"):
@@ -125,10 +128,6 @@ def parse(argv: Sequence[str]) -> Parsed:
             d = value(a)
             name, _, val = d.partition("=")
             o.directives.append((name, val))
-        elif a == "--no-depmod":
-            o.no_depmod = True
-        elif a == "--modprobe-on-install":
-            o.modprobe_on_install = True
         elif a == "--debug":
             p.debug = True
         elif a == "-j":
@@ -136,12 +135,6 @@ def parse(argv: Sequence[str]) -> Parsed:
         elif a in ("--help", "-h"):
             p.show_help = True
             return p
-        elif a == "--json":
-            o.json = True
-        elif a == "--raw":
-            o.raw = True
-        elif a == "--build":
-            o.plan_build = True
         elif a.startswith("-"):
             p.unknown_option = a
             return p

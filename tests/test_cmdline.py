@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import pytest
+
 from dkms_hooks import cmdline
+from dkms_hooks.context import Options
 
 
 def test_forms_of_values() -> None:
@@ -44,3 +48,13 @@ def test_directives_and_trees() -> None:
 
 def test_version_stops_parsing() -> None:
     assert cmdline.parse(["-V", "--bogus"]).show_version
+
+
+@pytest.mark.parametrize("switch", sorted(cmdline._SWITCHES))
+def test_each_switch_turns_on_its_flag_and_only_it(switch: str) -> None:
+    field = cmdline._SWITCHES[switch]
+    o = cmdline.parse(["status", switch]).options
+    defaults = Options()
+    assert getattr(defaults, field) is False and getattr(o, field) is True
+    assert [f.name for f in dataclasses.fields(o) if getattr(o, f.name) != getattr(defaults, f.name)] == [
+        "action", field]
