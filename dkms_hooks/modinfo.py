@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import lzma
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 from dkms_hooks import run
@@ -28,9 +29,10 @@ def read_module_bytes(path: Path) -> bytes:
     return data
 
 
-def _section(data: bytes, wanted: bytes) -> bytes | None:
+def sections(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """Name, file offset and size of each section of an ELF image (none if it is not ELF)."""
     if data[:4] != b"\x7fELF":
-        return None
+        return
     is64 = data[4] == 2
     endian = "<" if data[5] == 1 else ">"
     if is64:
@@ -53,7 +55,12 @@ def _section(data: bytes, wanted: bytes) -> bytes | None:
     for i in range(shnum):
         name_off, off, size = header(i)
         end = strtab.find(b"\0", name_off)
-        if strtab[name_off:end] == wanted:
+        yield strtab[name_off:end], off, size
+
+
+def _section(data: bytes, wanted: bytes) -> bytes | None:
+    for name, off, size in sections(data):
+        if name == wanted:
             return data[off : off + size]
     return None
 

@@ -5,7 +5,6 @@ that counts its runs, and real builds whose modules are byte for byte the ones b
 from __future__ import annotations
 
 import hashlib
-import lzma
 import os
 import struct
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import KERNELS, Sandbox, needs_kernel
+from dkms_hooks import modinfo
 from dkms_hooks.ccprobe import ProbeCache
 from modsrc import write_module
 
@@ -132,21 +132,18 @@ def _unsigned_without_btf(ko: bytes) -> bytes:
     if ko.endswith(SIG_MAGIC):
         (sig_len,) = struct.unpack(">I", ko[-len(SIG_MAGIC) - 4:-len(SIG_MAGIC)])
         ko = ko[:-len(SIG_MAGIC) - 12 - sig_len]
-    assert ko[:5] == b"\x7fELF\x02"  # 64-bit
-    shoff, = struct.unpack_from("<Q", ko, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", ko, 0x3A)
-    headers = [struct.unpack_from("<IIQQQQ", ko, shoff + i * shentsize) for i in range(shnum)]
-    names_at = headers[shstrndx][4]
+    found = list(modinfo.sections(ko))
+    assert found, "not an ELF image"
     image = bytearray(ko)
-    for name, _type, _flags, _addr, offset, size in headers:
-        if ko[names_at + name:].startswith(b".BTF\0"):
+    for name, offset, size in found:
+        if name == b".BTF":
             image[offset:offset + size] = bytes(size)
     return bytes(image)
 
 
 def _ko_digests(sandbox: Sandbox, kver: str) -> dict[str, str]:
-    return {p.name: hashlib.sha256(_unsigned_without_btf(lzma.decompress(p.read_bytes()))).hexdigest()
-            for p in sorted((sandbox.install_tree / kver / "updates/dkms").glob("*.ko.xz"))}
+    return {p.name: hashlib.sha256(_unsigned_without_btf(modinfo.read_module_bytes(p))).hexdigest()
+            for p in sorted((sandbox.install_tree / kver / "updates/dkms").glob("*.ko*"))}
 
 
 @pytest.mark.kernel
