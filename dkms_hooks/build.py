@@ -75,7 +75,12 @@ def _compress(ctx: Context, comp: Compression, path: Path) -> Path | None:
         Compression.zstd: ("zstd", ctx.framework.get("compress_zstd_opts", "")),
     }
     tool, extra = opts[comp]
-    res = run.run([tool, *extra.split(), "-f", path], stdout=None)
+    try:
+        res = run.run([tool, *extra.split(), "-f", path], stdout=None)
+    except run.ToolMissing:
+        # upstream's fallback: the module goes in uncompressed, which every kernel loads
+        ctx.console.warn(f"{tool} not found: {path.name} is installed uncompressed.")
+        return None
     out = path.with_name(path.name + comp.suffix)
     return out if res.returncode == 0 and out.exists() else None
 
@@ -267,7 +272,10 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
             built = builduser.take_back(built, build_dir, work)
         if m.strip:
             strip = "llvm-strip" if env.get("CC") == "clang" else "strip"
-            run.run([strip, "-g", built], stdout=None)
+            try:
+                run.run([strip, "-g", built], stdout=None)
+            except run.ToolMissing:
+                ctx.console.warn(f"{strip} not found: {built.name} keeps its debug symbols.")
         if sign is not None and sign.enabled:
             signing.sign_module(ctx, sign, built)
         result = built

@@ -51,8 +51,12 @@ def _depmod(ctx: Context, kver: str) -> int:
                 basedir = Path(scratch)
                 (basedir / "lib").mkdir()
                 (basedir / "lib/modules").symlink_to(install_tree.resolve())
-        res = run.run(depmod_argv(ctx, kver, basedir), stdout=None if ctx.options.verbose else run.DEVNULL,
-                      stderr=None if ctx.options.verbose else run.DEVNULL)
+        try:
+            res = run.run(depmod_argv(ctx, kver, basedir), stdout=None if ctx.options.verbose else run.DEVNULL,
+                          stderr=None if ctx.options.verbose else run.DEVNULL)
+        except run.ToolMissing as e:
+            ctx.console.warn(f"{e.tool} not found (install kmod): the module index of {kver} cannot be updated.")
+            return 127  # what the shell answers for a missing command
     if res.returncode != 0:
         return res.returncode
     if dep.is_file() and dep.stat().st_size == 0:

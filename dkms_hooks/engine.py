@@ -9,7 +9,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pluggy
@@ -18,7 +18,7 @@ from dkms_hooks import actions, autoinstall, ccprobe, depmod, signing, tree
 from dkms_hooks.buildrecord import keep_failed_log
 from dkms_hooks.context import Context
 from dkms_hooks.errors import EXIT_SKIPPED, DkmsError
-from dkms_hooks.events import Event, EventKind
+from dkms_hooks.events import CHANGES, Event, merge
 from dkms_hooks.kernel import version_sort_key
 
 
@@ -132,7 +132,8 @@ class Engine:
         self.tx.add(Record(module, version, kver, Outcome.installed, critical=self._critical(module)))
         return 0
 
-    def _autoinstall_set(self, kver: str, arch: str, only: set[str] | None = None) -> list[tuple[str, str]]:
+    def _autoinstall_set(self, kver: str, arch: str, only: set[str] | None = None,
+                         always: bool = False) -> list[tuple[str, str]]:
         ctx = self.ctx
         chosen: dict[str, str] = {}
         deps: dict[str, list[str]] = {}
@@ -146,7 +147,7 @@ class Engine:
                 self.tx.add(Record(m, v, kver, Outcome.failed, f"invalid dkms.conf (exit {e.code})",
                                    critical=self._critical(m)))
                 continue
-            if not conf.autoinstall:
+            if not conf.autoinstall and not (always and only is not None):
                 continue
             chosen[m] = v
             deps[m] = conf.build_depends
@@ -162,14 +163,16 @@ class Engine:
         self.tx.notes.append(f"kernel {kver}: no headers at {self.ctx.layout.install_tree}/{kver}/build, nothing "
                              f"built" + (f" (install {hint})" if hint else ""))
 
-    def install_for_kernels(self, kernels: Iterable[str], only: set[str] | None = None) -> None:
-        """Queue the install jobs for these kernels; ``run_queued`` runs them all at once."""
+    def install_for_kernels(self, kernels: Iterable[str], only: set[str] | None = None,
+                            always: bool = False) -> None:
+        """Queue the install jobs for these kernels; ``run_queued`` runs them all at once.
+        ``always``: the modules ``only`` names are built even without AUTOINSTALL."""
         arch = self.ctx.options.arches[0] if self.ctx.options.arches else os.uname().machine
         for kver in kernels:
             if not (self.ctx.layout.install_tree / kver / "build/include").is_dir():
                 self._headers_missing(kver)
                 continue
-            for m, v in self._autoinstall_set(kver, arch, only):
+            for m, v in self._autoinstall_set(kver, arch, only, always):
                 if (m, v, kver) not in self.done:
                     self.done.add((m, v, kver))
                     self.queue.append((m, v, kver, arch))
@@ -330,8 +333,15 @@ class Engine:
             else:
                 res = ctx.read_conf("", "", "", "", os.path.join(item, "dkms.conf"), or_die=False)
                 m, v = res.package_name, res.package_version
-            if not (m and v):
-                continue
+                if not (m and v):
+                    self.tx.add(Record(item, "", "", Outcome.failed,
+                                       "its dkms.conf sets no PACKAGE_NAME and PACKAGE_VERSION"))
+                    continue
+                expected = ctx.layout.source_dir(m, v)
+                if os.path.normpath(item) != os.path.normpath(expected):
+                    self.tx.add(Record(m, v, "", Outcome.failed, f"its source is in {item}, but dkms reads "
+                                       f"{m}/{v} from {expected}", critical=self._critical(m)))
+                    continue
             names.add(m)
             # an upgrade replaced this module's source: registrations left without one go
             stale = [f"{m}/{old}" for mm, old in tree.module_versions(ctx.layout, m)
@@ -380,6 +390,44 @@ class Engine:
                     self.tx.add(Record(m, ver, "", Outcome.failed, f"remove failed (exit {e.code})"))
                 finally:
                     ctx.options.kernels, ctx.options.arches, ctx.options.conf = saved
+
+    # --- one event, whole -------------------------------------------------------------------
+    def apply(self, ev: Event) -> None:
+        """Everything the event carries, removals before additions: kernels being
+        reinstalled or removed, module sources that went, then sources that came (built for
+        every kernel with headers that stays) and new kernels."""
+        removed = list(ev.sources_removed)
+        added = list(ev.sources_added)
+        if ev.rescan:
+            new, gone, changed = tree.sources_out_of_step(self.ctx.layout)
+            removed += [f"{m}/{v}" for m, v in gone + changed]
+            added += [f"{m}/{v}" for m, v in changed] + new
+        for k in ev.kernels_reinstalling:
+            self.unbuild_for_kernel(k, autoinstall_only=True)
+        for k in ev.kernels_removed:
+            self.unbuild_for_kernel(k, autoinstall_only=False)
+        self.remove_sources(self._registrations(removed))
+        names = self.add_sources(added)
+        if names:
+            kernels = list(ev.source_kernels) or [k for k in kernels_with_headers(self.ctx)
+                                                  if k not in ev.kernels_removed]
+            self.install_for_kernels(kernels, only=names, always=ev.build_added_always)
+        if ev.kernels_added:
+            self.install_for_kernels(ev.kernels_added)
+
+    def _registrations(self, items: Iterable[str]) -> list[str]:
+        """``name/version`` for each item; a directory stands for the registrations whose
+        source link points at it, and one that none points at is not ours."""
+        out: list[str] = []
+        for item in items:
+            if not item.startswith("/"):
+                out.append(item)
+                continue
+            found = tree.registrations_at(self.ctx.layout, item)
+            if not found:
+                self.tx.notes.append(f"{item}: no registered module comes from there, nothing removed")
+            out += [f"{m}/{v}" for m, v in found if f"{m}/{v}" not in out]
+        return out
 
     # --- the end of a transaction -----------------------------------------------------------
     def finish(self) -> int:
@@ -443,7 +491,8 @@ class Engine:
         for r in records:
             where = f", {r.kver}" if r.kver else ""
             word = progress.paint(r.outcome.value, _KIND.get(r.outcome, ""), colour)
-            line = f"  {word}{' ' * (10 - len(r.outcome.value))} {r.module}/{r.version}{where}"
+            what = f"{r.module}/{r.version}" if r.version else r.module
+            line = f"  {word}{' ' * (10 - len(r.outcome.value))} {what}{where}"
             if r.reason:
                 line += f": {r.reason}"
             if r.log:
@@ -465,13 +514,12 @@ def _queue_dir(ctx: Context) -> Path:
 def enqueue(ctx: Context, event: Event) -> None:
     q = _queue_dir(ctx)
     q.mkdir(parents=True, exist_ok=True)
-    data = asdict(event)
+    data = event.to_json()
     name = f"{os.getpid()}-{len(list(q.iterdir()))}.json"
     tmp = q / f".{name}"
     tmp.write_text(json.dumps(data))
     os.replace(tmp, q / name)
-    ctx.console.print(f"dkms-hooks: {event.kind.value} {' '.join(event.kernels + event.modules)} queued until the end "
-                      "of the package transaction")
+    ctx.console.print(f"dkms-hooks: {event.describe()} queued until the end of the package transaction")
 
 
 def take_queue(ctx: Context) -> list[Event]:
@@ -481,10 +529,8 @@ def take_queue(ctx: Context) -> list[Event]:
     events = []
     for f in sorted(q.glob("*.json"), key=lambda p: p.stat().st_mtime):
         try:
-            d = json.loads(f.read_text())
-            events.append(Event(EventKind(d["kind"]), tuple(d["kernels"]), tuple(d["modules"]), d.get("source", ""),
-                                d.get("initramfs_follows", False), False))
-        except (OSError, ValueError, KeyError):
+            events.append(Event.from_json(json.loads(f.read_text())))
+        except (OSError, ValueError, KeyError, TypeError):
             pass
         f.unlink(missing_ok=True)
     for d in (q, q.parent):
@@ -496,28 +542,19 @@ def take_queue(ctx: Context) -> list[Event]:
 
 
 def handle(ctx: Context, event: Event, pm: pluggy.PluginManager) -> int:
-    if event.kind is EventKind.nothing:
-        return 0
-    if event.defer:
+    for line in event.refused:
+        ctx.console.error(line)
+    bad = 2 if event.refused else 0
+    if event.defer and not event.empty:
         enqueue(ctx, event)
-        return 0
-    events = take_queue(ctx) if event.kind is EventKind.flush else [event]
-    if not events:
-        return 0
-    engine = Engine(ctx, pm, initramfs_follows=all(e.initramfs_follows for e in events))
-    for ev in events:
-        if ev.kind in (EventKind.kernel_added, EventKind.headers_added, EventKind.source_added):
-            names = engine.add_sources(ev.modules) if ev.modules else set()
-            if names:
-                engine.install_for_kernels(kernels_with_headers(ctx), only=names)
-            if ev.kind is not EventKind.source_added:
-                engine.install_for_kernels(list(ev.kernels) or kernels_with_headers(ctx))
-        elif ev.kind is EventKind.kernel_reinstalling:
-            for k in ev.kernels:
-                engine.unbuild_for_kernel(k, autoinstall_only=True)
-        elif ev.kind is EventKind.kernel_removed:
-            for k in ev.kernels:
-                engine.unbuild_for_kernel(k, autoinstall_only=False)
-        elif ev.kind is EventKind.source_removed:
-            engine.remove_sources(ev.modules)
-    return engine.finish()
+        return bad
+    if event.flush:
+        queued = take_queue(ctx)
+        if not queued:
+            return bad
+        event = merge(queued)
+    if not (event.rescan or any(getattr(event, f) for f in CHANGES)):
+        return bad
+    engine = Engine(ctx, pm, initramfs_follows=event.initramfs_follows)
+    engine.apply(event)
+    return engine.finish() or bad

@@ -1,31 +1,52 @@
-"""What a host hook tells the engine: something happened to kernels or module sources."""
+"""What a host hook tells the engine: kernels and module sources that came, went or are
+being replaced. One event can carry any mix of them (a package manager transaction does);
+the engine applies all of it in one transaction, removals before additions."""
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
-
-class EventKind(enum.StrEnum):
-    kernel_added = "kernel-added"
-    #: a kernel of the same version is about to be installed again: drop what was built for it
-    kernel_reinstalling = "kernel-reinstalling"
-    kernel_removed = "kernel-removed"
-    headers_added = "headers-added"
-    source_added = "source-added"
-    source_removed = "source-removed"
-    #: run the work queued during a package manager transaction
-    flush = "flush"
-    nothing = "nothing"
+#: the change fields, in the order the engine applies them
+CHANGES = ("kernels_reinstalling", "kernels_removed", "sources_removed", "sources_added", "kernels_added")
+#: removals, and the additions each one cancels when it comes later in a merged queue
+_CANCELS = {"kernels_removed": "kernels_added", "sources_removed": "sources_added"}
+_LABELS = {
+    "kernels_reinstalling": "kernel reinstalling",
+    "kernels_removed": "kernel removed",
+    "sources_removed": "source removed",
+    "sources_added": "source added",
+    "kernels_added": "kernel added",
+}
 
 
 @dataclass(frozen=True)
 class Event:
-    kind: EventKind
-    #: the kernels concerned; empty means every kernel that has headers
-    kernels: tuple[str, ...] = ()
-    #: module sources concerned, as "name/version", or source directories
-    modules: tuple[str, ...] = ()
+    #: kernels (or their headers) installed: every AUTOINSTALL module is built for them
+    kernels_added: tuple[str, ...] = ()
+    #: kernels of the same version about to be installed again: drop what was built for them
+    kernels_reinstalling: tuple[str, ...] = ()
+    #: kernels going away: every module is uninstalled and unbuilt for them
+    kernels_removed: tuple[str, ...] = ()
+    #: module sources that arrived: ``name/version``, or a directory holding a dkms.conf
+    sources_added: tuple[str, ...] = ()
+    #: module sources going away: ``name/version``, or a directory: the registrations whose
+    #: ``source`` link points there (a directory name is never parsed: versions have dashes)
+    sources_removed: tuple[str, ...] = ()
+    #: the kernels to build added sources for; empty: every kernel with headers
+    source_kernels: tuple[str, ...] = ()
+    #: build added sources even when their dkms.conf does not ask for AUTOINSTALL (Arch's
+    #: hook, RPM's %post and Gentoo's eclass build what a package brings; Debian's
+    #: common.postinst does not)
+    build_added_always: bool = False
+    #: compare the source tree with the registrations: dpkg's file trigger says only that
+    #: something under /usr/src changed
+    rescan: bool = False
+    #: run the work queued during the package manager transaction
+    flush: bool = False
+    #: input the adapter refused, a clear line each; the rest of the event still runs
+    refused: tuple[str, ...] = ()
     #: which adapter produced it (for messages)
     source: str = ""
     #: the host builds the initramfs itself right after this event (kernel-install's later
@@ -33,3 +54,68 @@ class Event:
     initramfs_follows: bool = False
     #: a package manager transaction is running and will flush queued work at its end
     defer: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (any(getattr(self, f) for f in CHANGES) or self.rescan or self.flush or self.refused)
+
+    def describe(self) -> str:
+        parts = [f"{_LABELS[f]} {' '.join(getattr(self, f))}" for f in CHANGES if getattr(self, f)]
+        if self.rescan:
+            parts.append("rescan of the module sources")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Event:
+        """An event queued by this version, or by the one before it (one ``kind`` each),
+        which a package upgrade of dkms-hooks itself may have left in the queue."""
+        if "kind" in data:
+            return _from_kind(data)
+        known = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return replace(cls(**values), defer=False)
+
+
+def merge(events: Iterable[Event]) -> Event:
+    """The queued events of one package transaction as one. A later removal cancels an
+    earlier addition of the same kernel or source (installed, then removed again)."""
+    acc: dict[str, list[str]] = {f: [] for f in (*CHANGES, "source_kernels", "refused")}
+    flags = {"build_added_always": False, "rescan": False, "initramfs_follows": True}
+    sources: list[str] = []
+    any_event = False
+    for ev in events:
+        any_event = True
+        for name, cancelled in _CANCELS.items():
+            gone = set(getattr(ev, name))
+            acc[cancelled] = [x for x in acc[cancelled] if x not in gone]
+        for name in acc:
+            acc[name] += [x for x in getattr(ev, name) if x not in acc[name]]
+        flags["build_added_always"] |= ev.build_added_always
+        flags["rescan"] |= ev.rescan
+        flags["initramfs_follows"] &= ev.initramfs_follows
+        if ev.source and ev.source not in sources:
+            sources.append(ev.source)
+    if not any_event:
+        flags["initramfs_follows"] = False
+    return Event(**{k: tuple(v) for k, v in acc.items()}, **flags, source=",".join(sources))
+
+
+def _from_kind(data: Mapping[str, Any]) -> Event:
+    kind = data.get("kind", "")
+    kernels = tuple(data.get("kernels") or ())
+    modules = tuple(data.get("modules") or ())
+    common = {"source": data.get("source", ""), "initramfs_follows": bool(data.get("initramfs_follows"))}
+    if kind in ("kernel-added", "headers-added"):
+        return Event(kernels_added=kernels, sources_added=modules, **common)
+    if kind == "source-added":
+        return Event(sources_added=modules, **common)
+    if kind == "source-removed":
+        return Event(sources_removed=modules, **common)
+    if kind == "kernel-removed":
+        return Event(kernels_removed=kernels, **common)
+    if kind == "kernel-reinstalling":
+        return Event(kernels_reinstalling=kernels, **common)
+    return Event(**common)

@@ -365,10 +365,13 @@ def modprobe_present_devices(ctx: Context) -> None:
                 aliases.add(Path(dirpath, "modalias").read_text().strip())
             except OSError:
                 pass
-    if aliases:
-        run.run(["modprobe", "-a", "-b", "-q", *sorted(a for a in aliases if a)], stdout=None)
-    if Path("/lib/systemd/system/systemd-modules-load.service").is_file():
-        run.run(["systemctl", "restart", "systemd-modules-load.service"], stdout=None)
+    try:
+        if aliases:
+            run.run(["modprobe", "-a", "-b", "-q", *sorted(a for a in aliases if a)], stdout=None)
+        if Path("/lib/systemd/system/systemd-modules-load.service").is_file():
+            run.run(["systemctl", "restart", "systemd-modules-load.service"], stdout=None)
+    except run.ToolMissing as e:
+        ctx.console.warn(f"{e.tool} not found: the new module is not loaded now, only at the next boot.")
 
 
 def weak_modules(ctx: Context, conf: ModuleConf, module: str, kver: str, arch: str, *, add: bool) -> None:

@@ -204,6 +204,9 @@ def generate_pair(ctx: Context, key: Path, cert: Path) -> None:
     tmp_cert = cert.with_name(f".{cert.name}.{os.getpid()}.tmp")
     old_umask = os.umask(0o077)
     try:
+        if not run.which("openssl"):
+            ctx.console.warn("openssl not found: no signing key can be made.")
+            return
         run.run(
             [
                 "openssl", "req", "-new", "-x509", "-nodes", "-days", "36500",

@@ -125,3 +125,58 @@ def status_entries(
         built = built_entries(layout, m, v, kver, arch)
         out.extend(built or [Entry(State.added, m, v)])
     return out
+
+
+def source_target(layout: Layout, module: str, version: str) -> str | None:
+    """Where a registration's ``source`` link points, as an absolute normalised path."""
+    link = layout.source_link(module, version)
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    return os.path.normpath(os.path.join(link.parent, target))
+
+
+def registrations_at(layout: Layout, directory: str | Path) -> list[tuple[str, str]]:
+    """The registrations whose source is ``directory``: the answer to "which module went
+    away with this directory" that never parses its name (``can-dkms-4.1.6-200``)."""
+    wanted = os.path.normpath(os.path.join(layout.source_tree, directory))
+    found = []
+    for m, v in module_versions(layout):
+        target = source_target(layout, m, v)
+        if target is None:
+            continue
+        if target == wanted or (os.path.isdir(target) and os.path.isdir(wanted)
+                                and os.path.samefile(target, wanted)):
+            found.append((m, v))
+    return found
+
+
+def sources_out_of_step(layout: Layout) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+    """The source tree against the registrations: directories with a dkms.conf that no
+    registration comes from, registrations whose source went away, and registrations whose
+    dkms.conf is no longer the one they were added with (a package reinstalled the same
+    version with other content)."""
+    pointed: dict[str, tuple[str, str]] = {}
+    gone: list[tuple[str, str]] = []
+    changed: list[tuple[str, str]] = []
+    for m, v in module_versions(layout):
+        target = source_target(layout, m, v)
+        if target is None:
+            continue
+        if not os.path.isdir(target):
+            gone.append((m, v))
+            continue
+        pointed[target] = (m, v)
+        saved = layout.saved_conf(m, v)
+        try:
+            if saved.is_file() and saved.read_bytes() != Path(target, "dkms.conf").read_bytes():
+                changed.append((m, v))
+        except OSError:
+            pass
+    new = []
+    for name in _sorted_names(layout.source_tree):
+        path = os.path.normpath(layout.source_tree / name)
+        if path not in pointed and os.path.isfile(os.path.join(path, "dkms.conf")):
+            new.append(path)
+    return new, gone, changed

@@ -11,9 +11,6 @@ BUILTIN_ADAPTERS: tuple[str, ...] = (
 )
 
 
-def registration_of(source_dir: str) -> str | None:
-    """``name/version`` of a module source directory ``.../<name>-<version>`` that is going
-    away (its dkms.conf can no longer be read); the version is what follows the last dash."""
-    base = source_dir.rstrip("/").rsplit("/", 1)[-1]
-    name, _, version = base.rpartition("-")
-    return f"{name}/{version}" if name and version else None
+def plain_name(name: str) -> bool:
+    """A single path component that names something (not ``.``, ``..`` or empty)."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from dkms_hooks import hookimpl
-from dkms_hooks.events import Event, EventKind
+from dkms_hooks.adapters import plain_name
+from dkms_hooks.events import Event
 from dkms_hooks.paths import Layout
 
 
@@ -18,9 +19,11 @@ def dkms_parse_event(source: str, argv: Sequence[str], env: Mapping[str, str], s
         return None
     command = argv[0] if argv else ""
     kver = argv[1] if len(argv) > 1 else ""
-    if command == "add" and kver:
-        return Event(EventKind.kernel_added, (kver,), source=source, initramfs_follows=True)
-    if command == "remove" and kver:
-        return Event(EventKind.kernel_removed, (kver,), source=source)
+    if command in ("add", "remove") and not plain_name(kver):
+        return Event(source=source, refused=(f"kernel-install {command} needs a kernel version, not {kver!r}",))
+    if command == "add":
+        return Event(kernels_added=(kver,), source=source, initramfs_follows=True)
+    if command == "remove":
+        return Event(kernels_removed=(kver,), source=source)
     # inspect, add-all... are not ours; kernel-install must go on (never exit 77)
-    return Event(EventKind.nothing, source=source)
+    return Event(source=source)

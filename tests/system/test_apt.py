@@ -28,7 +28,7 @@ echo "== after purge"; dkms status
 """, timeout=900)
     out = res.stdout
     assert res.returncode == 0, out + res.stderr
-    queued = out.index("dkms-hooks: source-added dkms_hooks_example/1.0 queued until the end of the package transaction")
+    queued = out.index("dkms-hooks: source added dkms_hooks_example/1.0 queued until the end of the package transaction")
     setting_up = out.index("Setting up example-dkms (1.0)")
     summary = out.index("dkms-hooks summary:")
     assert setting_up < queued < summary
