@@ -23,6 +23,8 @@ KERNELINSTALLDIR ?= $(LIBDIR)/kernel/install.d
 ALPMHOOKDIR ?= $(DATADIR)/libalpm/hooks
 RPMMACRODIR ?= $(LIBDIR)/rpm/macros.d
 PKGDATADIR ?= $(DATADIR)/dkms-hooks
+SYSTEMDUNITDIR ?= $(LIBDIR)/systemd/system
+INITDIR ?= $(SYSCONFDIR)/init.d
 
 ifeq ($(DISTRO),debian)
 # Debian's python3 looks in dist-packages only; dh_python3 puts pure modules here
@@ -50,7 +52,7 @@ INSTALL_DATA := $(INSTALL) -m 0644
 INSTALL_PROGRAM := $(INSTALL) -m 0755
 
 .PHONY: all install install-common install-python install-debian install-arch install-fedora \
-	install-gentoo install-kernel-install check-distro
+	install-gentoo install-kernel-install install-systemd install-openrc check-distro
 
 all:
 	@echo "Nothing to build. Run: make install DESTDIR=... [DISTRO=all|debian|arch|fedora|gentoo]"
@@ -88,10 +90,22 @@ install-python:
 install-kernel-install:
 	$(INSTALL) -D -m 0755 kernel-install.d/40-dkms-hooks.install $(DESTDIR)$(KERNELINSTALLDIR)/40-dkms-hooks.install
 
+# The boot-time catch-up: a systemd unit ordered before systemd-modules-load, and an OpenRC
+# service before Gentoo's modules service; both run `dkms event boot`.
+install-systemd:
+	$(INSTALL) -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	sed 's|@SBINDIR@|$(SBINDIR)|g' hooks/systemd/dkms-hooks.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/dkms-hooks.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/dkms-hooks.service
+
+install-openrc:
+	$(INSTALL) -d $(DESTDIR)$(INITDIR)
+	sed 's|@SBINDIR@|$(SBINDIR)|g' hooks/openrc/dkms-hooks.in > $(DESTDIR)$(INITDIR)/dkms-hooks
+	chmod 0755 $(DESTDIR)$(INITDIR)/dkms-hooks
+
 # Debian and Ubuntu: run-parts kernel hooks, APT's Post-Invoke, the helpers that dh_dkms
 # postinst scripts call by path, and the snippets for module source packages. The dpkg
 # trigger (hooks/dpkg/triggers, postinst) belongs in the package's control area.
-install-debian:
+install-debian: install-systemd
 	for d in preinst postinst prerm header_postinst; do \
 		$(INSTALL) -D -m 0755 hooks/kernel/$$d.d/dkms-hooks $(DESTDIR)$(SYSCONFDIR)/kernel/$$d.d/$(KERNEL_HOOK_NAME) || exit 1; \
 	done
@@ -105,14 +119,14 @@ install-debian:
 	$(INSTALL) -D -m 0644 hooks/dpkg/module-source.postinst $(DESTDIR)$(PKGDATADIR)/dpkg/module-source.postinst
 	$(INSTALL) -D -m 0644 hooks/dpkg/module-source.prerm $(DESTDIR)$(PKGDATADIR)/dpkg/module-source.prerm
 
-install-arch: install-kernel-install
+install-arch: install-kernel-install install-systemd
 	$(INSTALL) -D -m 0644 pacman.d/hooks/70-dkms-hooks-install.hook $(DESTDIR)$(ALPMHOOKDIR)/70-dkms-hooks-install.hook
 	$(INSTALL) -D -m 0644 pacman.d/hooks/71-dkms-hooks-remove.hook $(DESTDIR)$(ALPMHOOKDIR)/71-dkms-hooks-remove.hook
 
-install-fedora: install-kernel-install
+install-fedora: install-kernel-install install-systemd
 	$(INSTALL) -D -m 0644 hooks/rpm/macros.dkms-hooks $(DESTDIR)$(RPMMACRODIR)/macros.dkms-hooks
 	$(INSTALL) -D -m 0644 hooks/rpm/dkms-hooks-triggers.spec.in $(DESTDIR)$(PKGDATADIR)/rpm/dkms-hooks-triggers.spec.in
 
 # Gentoo: eclasses live in a repository, so the eclass is shipped for an overlay to take
-install-gentoo: install-kernel-install
+install-gentoo: install-kernel-install install-systemd install-openrc
 	$(INSTALL) -D -m 0644 ebuild/eclass/dkms-hooks.eclass $(DESTDIR)$(PKGDATADIR)/eclass/dkms-hooks.eclass

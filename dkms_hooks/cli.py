@@ -7,7 +7,7 @@ import atexit
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dkms_hooks import UPSTREAM_RELEASE, cmdline, distro, journal, locking, run, safety, settings
@@ -316,9 +316,47 @@ def run_event(ctx: Context, event_args: list[str]) -> int:
         raise DkmsError(2, f"No adapter handles events from {source!r}.")
     if not ctx.options.arches:
         ctx.options.arches.append(distro.machine_arch())
-    with locking.tree_lock(ctx):
-        _recover(ctx)
-        return engine.handle(ctx, event, pm)
+
+    def work() -> int:
+        with locking.tree_lock(ctx):
+            _recover(ctx)
+            return engine.handle(ctx, event, pm)
+
+    limit = ctx.hooks.boot_time_limit if event.at_boot else 0
+    return _within(ctx, limit, work) if limit else work()
+
+
+def _within(ctx: Context, seconds: int, work: Callable[[], int]) -> int:
+    """Run ``work`` in a child and wait for it at most ``seconds``: the boot goes on after
+    that, and the builds go on in the background (the unit's KillMode=process spares them)."""
+    import time
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's result is seen through its exit code
+        code = 70
+        try:
+            code = work()
+        except DkmsError as e:
+            ctx.console.error(*e.lines)
+            code = e.code
+        except BaseException as e:  # noqa: BLE001 - no traceback at boot either
+            ctx.console.error(f"internal error: {e!r}")
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    ctx.console.print(f"dkms-hooks: still building after {seconds} s; the builds go on in the background "
+                      f"(pid {pid}) and the boot does not wait for them (boot_time_limit in "
+                      f"{ctx.layout.settings_toml})")
+    return 0
 
 
 def _report_rss() -> None:

@@ -54,6 +54,9 @@ class Event:
     initramfs_follows: bool = False
     #: a package manager transaction is running and will flush queued work at its end
     defer: bool = False
+    #: the boot waits for this one: the builds still running after boot_time_limit go on
+    #: in the background
+    at_boot: bool = False
 
     @property
     def empty(self) -> bool:

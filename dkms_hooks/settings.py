@@ -65,6 +65,9 @@ class HooksSettings:
     build_user: str = ""
     #: answer kbuild's compiler probes once per transaction of several builds per kernel
     compiler_probe_cache: bool = True
+    #: seconds the boot-time catch-up holds the boot; later builds go on in the background
+    #: (0: no limit)
+    boot_time_limit: int = 120
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
@@ -99,9 +102,12 @@ def load_hooks_settings(path: Path) -> HooksSettings:
     probe_cache = data.get("compiler_probe_cache", True)
     if not isinstance(probe_cache, bool):
         raise SettingsError(f"{path}: compiler_probe_cache must be true or false")
-    known = ("critical_modules", "initramfs", "jobs", "build_user", "compiler_probe_cache")
+    boot_time_limit = data.get("boot_time_limit", 120)
+    if not isinstance(boot_time_limit, int) or isinstance(boot_time_limit, bool) or boot_time_limit < 0:
+        raise SettingsError(f"{path}: boot_time_limit must be a whole number of seconds >= 0")
+    known = ("critical_modules", "initramfs", "jobs", "build_user", "compiler_probe_cache", "boot_time_limit")
     extra = {k: v for k, v in data.items() if k not in known}
-    return HooksSettings(tuple(critical), initramfs, jobs, build_user, probe_cache, extra)
+    return HooksSettings(tuple(critical), initramfs, jobs, build_user, probe_cache, boot_time_limit, extra)
 
 
 def nproc(env: Mapping[str, str]) -> str:

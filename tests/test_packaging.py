@@ -86,6 +86,8 @@ def test_make_install_lays_out_every_distro(tmp_path: Path) -> None:
         "usr/lib/rpm/macros.d/macros.dkms-hooks",
         "usr/share/dkms-hooks/rpm/dkms-hooks-triggers.spec.in",
         "usr/share/dkms-hooks/eclass/dkms-hooks.eclass",
+        "usr/lib/systemd/system/dkms-hooks.service",
+        "etc/init.d/dkms-hooks",
         "usr/lib/python3/dist-packages/dkms_hooks-0.1.0.dist-info/METADATA",
         "usr/lib/python3/dist-packages/dkms_hooks-0.1.0.dist-info/top_level.txt",
         "usr/lib/python3/dist-packages/dkms_hooks-0.1.0.dist-info/INSTALLER",
@@ -98,11 +100,28 @@ def test_make_install_lays_out_every_distro(tmp_path: Path) -> None:
         "usr/lib/kernel/install.d/40-dkms-hooks.install",
         "etc/kernel/postinst.d/dkms-hooks",
         "usr/lib/dkms/common.postinst",
+        "etc/init.d/dkms-hooks",
     ):
         assert os.access(dest / exe, os.X_OK), exe
     assert (dest / "usr/sbin/dkms").read_text().startswith("#!/usr/bin/python3\n")
     for hook in (dest / "usr/share/libalpm/hooks").iterdir():
         assert not os.access(hook, os.X_OK)
+    assert "ExecStart=/usr/sbin/dkms event boot\n" in (dest / "usr/lib/systemd/system/dkms-hooks.service").read_text()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_the_boot_unit_verifies(tmp_path: Path) -> None:
+    """systemd's own check of the installed unit: its syntax, its ordering against
+    systemd-modules-load and sysinit.target, and that the command it runs is there."""
+    dest = tmp_path / "stage"
+    make_install(dest, "DISTRO=debian")
+    res = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={dest}", "dkms-hooks.service"],
+                         capture_output=True, text=True)
+    assert (res.returncode, res.stderr) == (0, ""), res.stderr
+    (dest / "usr/sbin/dkms").unlink()
+    res = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={dest}", "dkms-hooks.service"],
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and "/usr/sbin/dkms is not executable" in res.stderr
 
 
 def test_debian_helpers_are_what_dkms_itself_would_write(

@@ -8,6 +8,7 @@ BUILTIN_ADAPTERS: tuple[str, ...] = (
     "dkms_hooks.adapters.pacman",
     "dkms_hooks.adapters.rpm",
     "dkms_hooks.adapters.gentoo",
+    "dkms_hooks.adapters.boot",
 )
 
 
