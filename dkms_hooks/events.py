@@ -77,33 +77,35 @@ class Event:
         which a package upgrade of dkms-hooks itself may have left in the queue."""
         if "kind" in data:
             return _from_kind(data)
-        known = {f.name for f in fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
-        return replace(cls(**values), defer=False)
+        known = {f.name for f in fields(cls)} - {"defer"}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return replace(cls(), **values)
 
 
 def merge(events: Iterable[Event]) -> Event:
     """The queued events of one package transaction as one. A later removal cancels an
     earlier addition of the same kernel or source (installed, then removed again)."""
     acc: dict[str, list[str]] = {f: [] for f in (*CHANGES, "source_kernels", "refused")}
-    flags = {"build_added_always": False, "rescan": False, "initramfs_follows": True}
     sources: list[str] = []
-    any_event = False
+    always = rescan = False
+    follows = True
+    seen = False
     for ev in events:
-        any_event = True
-        for name, cancelled in _CANCELS.items():
-            gone = set(getattr(ev, name))
+        seen = True
+        for removal, cancelled in _CANCELS.items():
+            gone = set(getattr(ev, removal))
             acc[cancelled] = [x for x in acc[cancelled] if x not in gone]
-        for name in acc:
-            acc[name] += [x for x in getattr(ev, name) if x not in acc[name]]
-        flags["build_added_always"] |= ev.build_added_always
-        flags["rescan"] |= ev.rescan
-        flags["initramfs_follows"] &= ev.initramfs_follows
+        for name, items in acc.items():
+            items += [x for x in getattr(ev, name) if x not in items]
+        always |= ev.build_added_always
+        rescan |= ev.rescan
+        follows &= ev.initramfs_follows
         if ev.source and ev.source not in sources:
             sources.append(ev.source)
-    if not any_event:
-        flags["initramfs_follows"] = False
-    return Event(**{k: tuple(v) for k, v in acc.items()}, **flags, source=",".join(sources))
+    merged = Event(build_added_always=always, rescan=rescan, initramfs_follows=follows and seen,
+                   source=",".join(sources))
+    changes: dict[str, Any] = {name: tuple(items) for name, items in acc.items()}
+    return replace(merged, **changes)
 
 
 def _from_kind(data: Mapping[str, Any]) -> Event:

@@ -132,8 +132,8 @@ def test_bad_targets_are_refused_and_change_nothing(sandbox: Sandbox) -> None:
     assert res.returncode == 2
     assert res.stderr.count("Error! pacman target") == 2, res.stderr
     res = sandbox.event("rpm", "filetrigger-un", stdin="/etc/passwd\n")
-    assert (res.returncode, res.stderr) == (2, "\nError! rpm file trigger path '/etc/passwd' is not under "
-                                            f"{sandbox.source_tree}/\n")
+    assert (res.returncode, res.stderr) == (2, ("\nError! rpm file trigger path '/etc/passwd' is not under "
+                                                f"{sandbox.source_tree}/\n"))
     res = sandbox.event("apt", "source-remove", "..", "1.0")
     assert res.returncode == 2 and "needs a module NAME and VERSION" in res.stderr
     assert sandbox.snapshot() == before
@@ -160,7 +160,8 @@ def test_without_the_kernels_compressor_modules_go_in_uncompressed(sandbox: Sand
     assert "xz not found: plain.ko is installed uncompressed." in res.stderr
     assert installed(sandbox, "plain") == {k: ["updates/dkms/plain.ko"]}
     ko = sandbox.install_tree / k / "updates/dkms/plain.ko"
-    vermagic = subprocess.run(["modinfo", "-F", "vermagic", str(ko)], capture_output=True, text=True).stdout
+    vermagic = subprocess.run(["modinfo", "-F", "vermagic", str(ko)], capture_output=True, text=True,
+                              check=False).stdout
     assert vermagic.startswith(k + " ")
     assert not list((sandbox.dkms_tree / ".dkms-hooks").glob("journal/*")), "no record left for recovery"
     assert sandbox.dkms("status").stdout == f"plain/1.0, {k}, x86_64: installed\n"

@@ -62,7 +62,7 @@ def test_rpm_file_triggers(tmp_path: Path) -> None:
     assert ev.sources_added == (f"{src}/zfs-2.2.4-1",) and ev.build_added_always
     ev = parse(rpm, "rpm", "filetrigger-un", stdin=paths + "/etc/shadow\n", layout=lay)
     assert ev.sources_removed == (f"{src}/zfs-2.2.4-1", f"{src}/kernels")
-    assert ev.refused == ("rpm file trigger path '/etc/shadow' is not under " f"{src}/",)
+    assert ev.refused == (f"rpm file trigger path '/etc/shadow' is not under {src}/",)
     assert parse(rpm, "rpm", "preun", "zfs", "2.2.4", "1") == Event(source="rpm")  # an upgrade
     assert parse(rpm, "rpm", "preun", "zfs", "2.2.4", "0").sources_removed == ("zfs/2.2.4",)
     assert parse(rpm, "rpm", "post", "zfs").refused == ("rpm post needs a module NAME and VERSION",)

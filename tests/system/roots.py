@@ -47,4 +47,4 @@ root_up {name} {REPO} {tmp} {' '.join(str(p) for p in share)}
 chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 bash {body}
 """
         return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", outer],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, check=False)
