@@ -114,7 +114,7 @@ class Engine:
             if not tree.is_built(ctx.layout, module, version, kver, arch):
                 signing.prepare_kernel_and_signing(ctx, kver, arch)
             with ctx.subshell():
-                actions.maybe_install(ctx, module, version, kver, arch)
+                self._replace_or_install(ctx, module, version, kver, arch)
         except DkmsError as e:
             autoinstall.report(ctx, e)
             if e.code == EXIT_SKIPPED:
@@ -131,6 +131,28 @@ class Engine:
             return 70
         self.tx.add(Record(module, version, kver, Outcome.installed, critical=self._critical(module)))
         return 0
+
+    @staticmethod
+    def _replace_or_install(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
+        """Install; where another version of the module is installed for the kernel (a
+        package upgrade whose old version goes later in the transaction, Portage's order),
+        the new one replaces it once built: the old one's file would otherwise fail the
+        version check whenever the module's own version string did not change. If the new
+        one cannot be installed, the old one goes back."""
+        others = [w for _, w in tree.module_versions(ctx.layout, module)
+                  if w != version and tree.is_installed(ctx.layout, module, w, kver, arch)]
+        if not others:
+            actions.maybe_install(ctx, module, version, kver, arch)
+            return
+        actions.maybe_build(ctx, module, version, kver, arch)
+        for w in others:
+            actions.maybe_uninstall(ctx, module, w, kver, arch)
+        try:
+            actions.maybe_install(ctx, module, version, kver, arch)
+        except DkmsError:
+            for w in others:
+                actions.maybe_install(ctx, module, w, kver, arch)
+            raise
 
     def _autoinstall_set(self, kver: str, arch: str, only: set[str] | None = None,
                          always: bool = False) -> list[tuple[str, str]]:
@@ -409,8 +431,8 @@ class Engine:
         self.remove_sources(self._registrations(removed))
         names = self.add_sources(added)
         if names:
-            kernels = list(ev.source_kernels) or [k for k in kernels_with_headers(self.ctx)
-                                                  if k not in ev.kernels_removed]
+            kernels = list(dict.fromkeys([*ev.source_kernels, *kernels_with_headers(self.ctx)]))
+            kernels = [k for k in kernels if k not in ev.kernels_removed]
             self.install_for_kernels(kernels, only=names, always=ev.build_added_always)
         if ev.kernels_added:
             self.install_for_kernels(ev.kernels_added)

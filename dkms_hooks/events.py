@@ -34,7 +34,8 @@ class Event:
     #: module sources going away: ``name/version``, or a directory: the registrations whose
     #: ``source`` link points there (a directory name is never parsed: versions have dashes)
     sources_removed: tuple[str, ...] = ()
-    #: the kernels to build added sources for; empty: every kernel with headers
+    #: kernels to build added sources for besides every kernel with headers (the one a
+    #: Gentoo ebuild is configured for: a note says so when its headers are missing)
     source_kernels: tuple[str, ...] = ()
     #: build added sources even when their dkms.conf does not ask for AUTOINSTALL (Arch's
     #: hook, RPM's %post and Gentoo's eclass build what a package brings; Debian's

@@ -1,7 +1,7 @@
 """Gentoo: the eclass's pkg_postinst / pkg_prerm / pkg_config helpers call
 ``dkms event gentoo postinst|prerm|config NAME VERSION [KVER]``. As Gentoo's dkms eclass,
-the package's module is built (for the configured kernel when one is named) whether or not
-its dkms.conf asks for AUTOINSTALL."""
+the package's module is built (for the configured kernel KVER, and every kernel with
+headers) whether or not its dkms.conf asks for AUTOINSTALL."""
 
 from __future__ import annotations
 

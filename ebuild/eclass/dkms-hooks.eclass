@@ -81,8 +81,12 @@ dkms-hooks_pkg_postinst() {
 
 # @FUNCTION: dkms-hooks_pkg_prerm
 # @DESCRIPTION:
-# Uninstall and unregister the module from every kernel.
+# Uninstall and unregister the module from every kernel. Portage runs the old copy's
+# pkg_prerm after the new copy's pkg_postinst: when the new copy has the same PV (a
+# reinstall, or a new revision: the dkms version is PV) that would remove what was just
+# built, so it is kept; an upgrade or downgrade drops the old version only.
 dkms-hooks_pkg_prerm() {
+	[[ -n ${REPLACED_BY_VERSION} && ${REPLACED_BY_VERSION%-r[0-9]*} == "${PV}" ]] && return 0
 	_dkms-hooks_dkms prerm "${PN}" "${PV}" || ewarn "${ECLASS}: removing ${PN}-${PV} reported a problem"
 }
 

@@ -65,3 +65,34 @@ dkms-hooks_pkg_postinst
     assert res.returncode == 0, res.stdout + res.stderr
     assert "  removed    dkms_hooks_example/1.0\n" in res.stdout
     assert not list((sandbox.install_tree / k).rglob("dkms_hooks_example.ko*"))
+
+
+@pytest.mark.kernel
+@needs_kernel
+def test_a_reinstall_keeps_the_module_and_an_upgrade_drops_only_the_old_version(
+        sandbox: Sandbox, tmp_path: Path, dkms_on_path: str) -> None:
+    """Portage runs the old copy's pkg_prerm after the new copy's pkg_postinst. Version 2.0
+    here is the same source as 1.0: its module's version string did not change."""
+    k = KERNELS[0]
+    sandbox.add_kernel(k)
+    src = tmp_path / "work"
+    shutil.copytree(EXAMPLE, src)
+    (src / "dkms.conf").unlink()
+    steps = """
+DKMS_HOOKS_MODULES=( "dkms_hooks_example:.:extra" )
+dkms-hooks_dopackage
+dkms-hooks_pkg_postinst
+"""
+    assert ebuild_env(sandbox, src, dkms_on_path, steps).returncode == 0
+    for replaced_by in ("1.0", "1.0-r1"):  # a reinstall, a new revision
+        res = ebuild_env(sandbox, src, dkms_on_path, steps + f"REPLACED_BY_VERSION={replaced_by} dkms-hooks_pkg_prerm")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert sandbox.dkms("status").stdout == f"dkms_hooks_example/1.0, {k}, x86_64: installed\n"
+    # version 2.0 is merged, then 1.0's pkg_prerm runs
+    res = ebuild_env(sandbox, src, dkms_on_path, steps.replace("dkms-hooks_dopackage", "PV=2.0 dkms-hooks_dopackage")
+                     .replace("dkms-hooks_pkg_postinst", "PV=2.0 dkms-hooks_pkg_postinst")
+                     + "REPLACED_BY_VERSION=2.0 dkms-hooks_pkg_prerm")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "  removed    dkms_hooks_example/1.0\n" in res.stdout
+    assert sandbox.dkms("status").stdout == f"dkms_hooks_example/2.0, {k}, x86_64: installed\n"
+    assert [p.name for p in (sandbox.install_tree / k).rglob("dkms_hooks_example.ko*")] != []

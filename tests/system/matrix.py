@@ -127,7 +127,9 @@ class Client:
 
 
 def sources(out: Path) -> dict[str, Path]:
-    return {v: write_module(out / f"src-{v}", NAME, v) for v in (OLD, NEW)}
+    """Both versions build the same module, version string included (MODULE_VERSION is
+    often left alone by a packaging-only release): nothing may hang on the two differing."""
+    return {v: write_module(out / f"src-{v}", NAME, v, module_version="1.0") for v in (OLD, NEW)}
 
 
 # --- pacman ------------------------------------------------------------------------------
