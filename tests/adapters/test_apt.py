@@ -21,11 +21,11 @@ pytestmark = [
 
 
 def build_deb(out: Path, name: str, files: dict[str, str | Path], scripts: dict[str, str] | None = None,
-              control_extra: dict[str, str] | None = None) -> Path:
-    root = out / f"pkg-{name}"
+              control_extra: dict[str, str] | None = None, version: str = "1.0") -> Path:
+    root = out / f"pkg-{name}-{version}"
     (root / "DEBIAN").mkdir(parents=True)
     (root / "DEBIAN/control").write_text(
-        f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: test <t@example.invalid>\n"
+        f"Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: test <t@example.invalid>\n"
         f"Description: {name}\n")
     for path, content in files.items():
         dest = root / path.lstrip("/")
@@ -42,7 +42,7 @@ def build_deb(out: Path, name: str, files: dict[str, str | Path], scripts: dict[
         (root / "DEBIAN" / script).chmod(0o755)
     for fname, body in (control_extra or {}).items():
         (root / "DEBIAN" / fname).write_text(body)
-    deb = out / f"{name}.deb"
+    deb = out / f"{name}_{version}_all.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)], check=True,
                    capture_output=True)
     return deb

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.test_apt import build_deb
 from conftest import REPO
 from modsrc import write_module
 
@@ -171,25 +172,6 @@ def pacman(out: Path, kver: str) -> Client:
 
 
 # --- dpkg and APT --------------------------------------------------------------------------
-def deb_package(out: Path, name: str, version: str, files: dict[str, Path], scripts: dict[str, str] | None = None,
-                control: dict[str, str] | None = None) -> Path:
-    root = out / f"deb-{name}-{version}"
-    (root / "DEBIAN").mkdir(parents=True)
-    (root / "DEBIAN/control").write_text(f"Package: {name}\nVersion: {version}\nArchitecture: all\n"
-                                         f"Maintainer: test <t@example.invalid>\nDescription: {name}\n")
-    for rel, src in files.items():
-        shutil.copytree(src, root / rel)
-    for fname, body in (scripts or {}).items():
-        (root / "DEBIAN" / fname).write_text(body)
-        (root / "DEBIAN" / fname).chmod(0o755)
-    for fname, body in (control or {}).items():
-        (root / "DEBIAN" / fname).write_text(body)
-    deb = out / f"{name}_{version}_all.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)], check=True,
-                   capture_output=True)
-    return deb
-
-
 def _module_debs(out: Path, *, with_scripts: bool) -> dict[str, Path]:
     pkgs = {}
     for v, d in sources(out).items():
@@ -198,14 +180,14 @@ def _module_debs(out: Path, *, with_scripts: bool) -> dict[str, Path]:
             for kind in ("postinst", "prerm"):
                 text = (REPO / f"hooks/dpkg/module-source.{kind}").read_text()
                 scripts[kind] = text.replace("#MODULE_NAME#", NAME).replace("#MODULE_VERSION#", v)
-        pkgs[v] = deb_package(out, "mx-dkms", v, {f"usr/src/{NAME}-{v}": d}, scripts)
+        pkgs[v] = build_deb(out, "mx-dkms", {f"/usr/src/{NAME}-{v}": d}, scripts, version=v)
     return pkgs
 
 
 def _kernel_deb(out: Path, kver: str) -> Path:
     """An image-like package whose prerm runs /etc/kernel/prerm.d, as Debian's kernels do."""
     prerm = f'#!/bin/sh\nset -e\nrun-parts --report --exit-on-error --arg={kver} /etc/kernel/prerm.d\n'
-    return deb_package(out, "linux-image-fake", "1", {}, {"prerm": prerm})
+    return build_deb(out, "linux-image-fake", {}, {"prerm": prerm})
 
 
 KERNEL_HOOKS = f"""for d in postinst.d preinst.d prerm.d header_postinst.d; do
@@ -217,8 +199,8 @@ def dpkg(out: Path, kver: str, *, with_scripts: bool) -> Client:
     """dpkg alone: module packages with dh_dkms-like scripts, or with no scripts at all,
     found by our package's file trigger on /usr/src."""
     pkgs = _module_debs(out, with_scripts=with_scripts)
-    trigger = deb_package(out, "dkms-hooks", "0.1", {}, {"postinst": (REPO / "hooks/dpkg/postinst").read_text()},
-                          {"triggers": (REPO / "hooks/dpkg/triggers").read_text()})
+    trigger = build_deb(out, "dkms-hooks", {}, {"postinst": (REPO / "hooks/dpkg/postinst").read_text()},
+                        {"triggers": (REPO / "hooks/dpkg/triggers").read_text()})
     kpkg = _kernel_deb(out, kver)
     return Client(
         "dpkg-scripts" if with_scripts else "dpkg-trigger",
@@ -281,10 +263,12 @@ def rpm(out: Path, kver: str, *, via: str) -> Client:
     # Fedora's kernel packages remove a kernel through kernel-install; only our plugin runs here
     kpkg = rpm_package(out / "rpm-kernel", RPM_HEADER.format(name="kernel-fake", version="1", release="1")
                        + f"%files\n\n%preun\nKERNEL_INSTALL_PLUGINS={plugin} kernel-install remove {kver}\n")
-    r = f"rpm --root / --dbpath {out}/rpmdb --nodeps --force-debian"
+    # Debian 12's rpm refuses to install without --force-debian, Debian 13's has no such option
+    r = f"rpm --root / --dbpath {out}/rpmdb --nodeps $force_debian"
     return Client(
         f"rpm-{via}",
-        setup=(f"rpm --root / --dbpath {out}/rpmdb --initdb\nmkdir -p /etc/kernel/install.d\n"
+        setup=("force_debian=$(rpm --help | grep -o -- --force-debian || true)\n"
+               f"rpm --root / --dbpath {out}/rpmdb --initdb\nmkdir -p /etc/kernel/install.d\n"
                f"cp {REPO}/kernel-install.d/40-dkms-hooks.install {plugin}\n"
                + (f"{r} -i {triggers}" if via == "triggers" else "")),
         install=f"{r} -U {{pkg}}", upgrade=f"{r} -U {{pkg}}", reinstall=f"{r} -U --replacepkgs {{pkg}}",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import EXAMPLE, KERNELS, REPO, needs_kernel
+from system.matrix import pacman_package
 from system.overlay_helpers import in_overlay, needs_overlay
 
 pytestmark = [pytest.mark.kernel, needs_kernel, needs_overlay,
@@ -17,17 +17,7 @@ pytestmark = [pytest.mark.kernel, needs_kernel, needs_overlay,
 
 
 def pacman_pkg(out: Path, name: str, version: str, tree: dict[str, Path] | None = None) -> Path:
-    root = out / f"pkg-{name}"
-    root.mkdir(parents=True)
-    (root / ".PKGINFO").write_text(f"pkgname = {name}\npkgver = {version}\narch = any\nsize = 1\n")
-    for rel, src in (tree or {}).items():
-        shutil.copytree(src, root / rel)
-    pkg = out / f"{name}-{version}-any.pkg.tar.zst"
-    entries = [".PKGINFO"] + sorted({rel.split("/")[0] for rel in (tree or {})})
-    tar = subprocess.run(["bsdtar", "--uid", "0", "--gid", "0", "-cf", "-", *entries], cwd=root, check=True,
-                         capture_output=True).stdout
-    pkg.write_bytes(subprocess.run(["zstd", "-q"], input=tar, check=True, capture_output=True).stdout)
-    return pkg
+    return pacman_package(out, name, version, dict(tree or {}))
 
 
 def test_pacman_hooks_build_and_remove(tmp_path: Path) -> None:

@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import EXAMPLE, KERNELS, REPO, needs_kernel
+from system.matrix import RPM_HEADER, rpm_package
 from system.overlay_helpers import in_overlay, needs_overlay
 
 pytestmark = [pytest.mark.kernel, needs_kernel, needs_overlay,
               pytest.mark.skipif(shutil.which("rpmbuild") is None, reason="rpm (rpmbuild) needed")]
 
-HEADER = """Name: {name}
-Version: {version}
-Release: 1
-Summary: {name}
-License: GPL
-BuildArch: noarch
-AutoReqProv: no
-%description
-{name}
-"""
-
-
-def rpmbuild(top: Path, spec: str) -> Path:
-    for d in ("SPECS", "RPMS", "BUILD", "BUILDROOT", "SOURCES", "SRPMS"):
-        (top / d).mkdir(parents=True, exist_ok=True)
-    path = top / "SPECS" / "x.spec"
-    path.write_text(spec)
-    subprocess.run(["rpmbuild", "--quiet", "-bb", f"--load={REPO}/hooks/rpm/macros.dkms-hooks",
-                    "--define", f"_topdir {top}", str(path)], check=True, capture_output=True)
-    return next((top / "RPMS/noarch").glob("*.rpm"))
+rpmbuild = rpm_package
+HEADER = RPM_HEADER.replace("{release}", "1")
 
 
 @pytest.mark.parametrize("via", ["file-triggers", "scriptlets"])
