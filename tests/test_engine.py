@@ -163,3 +163,20 @@ def test_the_kernel_with_the_slowest_depmod_builds_first(sandbox: Sandbox) -> No
     assert res.returncode == 0, res.output
     assert res.stdout.index(f"==> first/1.0 for kernel {old}") < res.stdout.index(f"==> first/1.0 for kernel {new}")
     assert "first.ko" in (sandbox.install_tree / old / "modules.dep").read_text()
+
+
+def test_a_source_directory_dkms_would_not_find_is_a_failure_with_the_reason(sandbox: Sandbox) -> None:
+    """dkms reads NAME/VERSION from /usr/src/NAME-VERSION: a package shipping its source
+    elsewhere under /usr/src cannot be registered, and the summary says why."""
+    src = write_module(sandbox.source_tree, "foo", "1.2")
+    src.rename(sandbox.source_tree / "foo-git")
+    (sandbox.source_tree / "empty-1").mkdir()
+    (sandbox.source_tree / "empty-1/dkms.conf").write_text("# nothing\n")
+    before = sandbox.snapshot()
+    res = sandbox.event("pacman", "install", stdin="usr/src/foo-git/dkms.conf\nusr/src/empty-1/dkms.conf\n")
+    assert res.returncode == 0, res.output
+    assert (f"  failed     foo/1.2: its source is in {sandbox.source_tree}/foo-git, but dkms reads foo/1.2 from "
+            f"{sandbox.source_tree}/foo-1.2 [optional: the transaction goes on]\n") in res.stdout
+    assert (f"  failed     {sandbox.source_tree}/empty-1: its dkms.conf sets no PACKAGE_NAME and PACKAGE_VERSION "
+            "[optional: the transaction goes on]\n") in res.stdout
+    assert sandbox.snapshot() == before
