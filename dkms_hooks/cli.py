@@ -237,8 +237,9 @@ def _maybe_post_transaction(ctx: Context) -> None:
 
 def _ensure_system_skeleton(layout: Layout, parsed: cmdline.Parsed) -> None:
     """Acting as the system's dkms (root, real root, no relocated trees), make sure the
-    drop-in directory for framework settings exists, as upstream's package ships it."""
-    if os.geteuid() != 0 or layout.sysroot != Path("/") or parsed.trees:
+    drop-in directory for framework settings exists, as upstream's package ships it.
+    Files other packages call (Debian's helpers) are the package's to lay, never ours."""
+    if not _is_system_dkms(layout, parsed):
         return
     d = layout.etc_dkms / "framework.conf.d"
     if not d.is_dir():
@@ -246,9 +247,10 @@ def _ensure_system_skeleton(layout: Layout, parsed: cmdline.Parsed) -> None:
             d.mkdir(mode=0o755, parents=True, exist_ok=True)
         except OSError:
             pass
-    from dkms_hooks import debian
 
-    debian.install_helpers(layout)
+
+def _is_system_dkms(layout: Layout, parsed: cmdline.Parsed) -> bool:
+    return os.geteuid() == 0 and layout.sysroot == Path("/") and not parsed.trees
 
 
 def _build_context(parsed: cmdline.Parsed, console: Console, env: dict[str, str]) -> Context:
@@ -303,7 +305,7 @@ def _split_event(args: list[str]) -> tuple[list[str], list[str]] | None:
     return None
 
 
-def run_event(ctx: Context, event_args: list[str]) -> int:
+def run_event(ctx: Context, event_args: list[str], *, system: bool = False) -> int:
     from dkms_hooks import engine, plugins
 
     if not event_args:
@@ -317,10 +319,20 @@ def run_event(ctx: Context, event_args: list[str]) -> int:
     if not ctx.options.arches:
         ctx.options.arches.append(distro.machine_arch())
 
+    notes = []
+    if system and event.source == "apt":
+        from dkms_hooks import debian
+
+        missing = debian.missing_helpers(ctx.layout)
+        if missing:
+            notes.append(f"{' and '.join(map(str, missing))} missing: Debian's kernel hooks and dh_dkms module "
+                         "packages cannot reach dkms; reinstall the dkms-hooks package "
+                         "(or make install DISTRO=debian)")
+
     def work() -> int:
         with locking.tree_lock(ctx):
             _recover(ctx)
-            return engine.handle(ctx, event, pm)
+            return engine.handle(ctx, event, pm, notes=notes)
 
     limit = ctx.hooks.boot_time_limit if event.at_boot else 0
     return _within(ctx, limit, work) if limit else work()
@@ -424,7 +436,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
             return 0
         ctx = _build_context(parsed, console, env)
         if event_args is not None:
-            return run_event(ctx, event_args)
+            return run_event(ctx, event_args, system=_is_system_dkms(ctx.layout, parsed))
         if parsed.show_version:
             console.print(UPSTREAM_RELEASE)
             return 0

@@ -15,28 +15,14 @@ from dkms_hooks.console import Console
 from dkms_hooks.kernel import version_sort_key
 from dkms_hooks.paths import Layout
 
-_MARKER = "# installed by dkms-hooks"
+#: what packages call by path under /usr/lib/dkms; the package (make install) lays them
 HELPERS = ("dkms_autoinstaller", "common.postinst")
 
 
-def install_helpers(layout: Layout) -> None:
-    """Put the helpers where packages look for them, unless another dkms owns that place."""
-    libdir = layout.sysroot / "usr/lib/dkms"
-    for name in HELPERS:
-        path = libdir / name
-        body = (f"#!/bin/sh\n{_MARKER}\nexec {sys.executable} -m dkms_hooks.debian {name} \"$@\"\n")
-        try:
-            if path.exists() and _MARKER not in path.read_text(errors="replace"):
-                continue
-            if path.exists() and path.read_text() == body:
-                continue
-            libdir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{name}.new")
-            tmp.write_text(body)
-            tmp.chmod(0o755)
-            os.replace(tmp, path)
-        except OSError:
-            pass
+def missing_helpers(layout: Layout) -> list[Path]:
+    """The helpers not in place: dkms itself never writes them (that would tie Debian's
+    hooks to whatever interpreter happened to run it); it says they are missing."""
+    return [p for p in (layout.sysroot / "usr/lib/dkms" / name for name in HELPERS) if not p.exists()]
 
 
 class _Dkms:

@@ -4,11 +4,10 @@ per kernel, and always ends with a summary of what happened to every job."""
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +15,14 @@ import pluggy
 
 from dkms_hooks import actions, autoinstall, ccprobe, depmod, signing, tree
 from dkms_hooks.buildrecord import keep_failed_log
+from dkms_hooks.compat import StrEnum
 from dkms_hooks.context import Context
 from dkms_hooks.errors import EXIT_SKIPPED, DkmsError
 from dkms_hooks.events import CHANGES, Event, merge
 from dkms_hooks.kernel import version_sort_key
 
 
-class Outcome(enum.StrEnum):
+class Outcome(StrEnum):
     installed = "installed"
     current = "up to date"
     removed = "removed"
@@ -563,7 +563,9 @@ def take_queue(ctx: Context) -> list[Event]:
     return events
 
 
-def handle(ctx: Context, event: Event, pm: pluggy.PluginManager) -> int:
+def handle(ctx: Context, event: Event, pm: pluggy.PluginManager, *, notes: Sequence[str] = ()) -> int:
+    """Run an event (or, on a flush, what was queued) as one transaction; ``notes`` go in
+    its summary."""
     for line in event.refused:
         ctx.console.error(line)
     bad = 2 if event.refused else 0
@@ -578,5 +580,6 @@ def handle(ctx: Context, event: Event, pm: pluggy.PluginManager) -> int:
     if not (event.rescan or any(getattr(event, f) for f in CHANGES)):
         return bad
     engine = Engine(ctx, pm, initramfs_follows=event.initramfs_follows)
+    engine.tx.notes.extend(notes)
     engine.apply(event)
     return engine.finish() or bad

@@ -3,13 +3,13 @@ how its modules are compressed and signed. Also upstream's version ordering (VER
 
 from __future__ import annotations
 
-import enum
 import functools
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from dkms_hooks.compat import StrEnum
 from dkms_hooks.paths import Layout
 
 
@@ -36,7 +36,7 @@ def version_sort_key(version: str) -> list[tuple[int, int | str]]:
     return parts
 
 
-class Compression(enum.StrEnum):
+class Compression(StrEnum):
     none = ""
     gzip = ".gz"
     xz = ".xz"

@@ -5,13 +5,13 @@ that is deleted afterwards. Text, or JSON with ``--json`` (schema in docs/json.m
 
 from __future__ import annotations
 
-import enum
 import io
 import json
 import os
 from dataclasses import dataclass, field
 
 from dkms_hooks import buildrecord, tree
+from dkms_hooks.compat import StrEnum
 from dkms_hooks.console import Console
 from dkms_hooks.context import Context
 from dkms_hooks.dkmsconf import EXCLUSIVE_DIRECTIVES, ModuleConf
@@ -26,7 +26,7 @@ EXIT_BLOCKED = 1
 EXIT_BUILD_FAILED = 10
 
 
-class Verdict(enum.StrEnum):
+class Verdict(StrEnum):
     installed = "installed"
     built = "built"
     would_build = "would-build"

@@ -17,7 +17,10 @@ from pathlib import Path
 
 TYPE_CHECKING = False  # see __init__.py
 if TYPE_CHECKING:
-    from typing import IO
+    from typing import IO, Union
+
+    #: a path for argv (an alias only type checkers see: ``str | ...`` fails at run time on 3.9)
+    PathString = Union[str, os.PathLike[str]]
 
 #: set by --debug: every command is shown on stderr before it runs
 DEBUG = False
@@ -27,7 +30,6 @@ def debug(text: str) -> None:
     if DEBUG:
         print(text, file=sys.stderr, flush=True)
 
-PathString = str | os.PathLike[str]
 DEVNULL = subprocess.DEVNULL
 PIPE = subprocess.PIPE
 STDOUT = subprocess.STDOUT

@@ -7,12 +7,11 @@ nothing. Variables upstream never resets at start-up also come from the environm
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dkms_hooks import bashconf
+from dkms_hooks import bashconf, compat
 from dkms_hooks.paths import Layout
 
 NONSIGNING = ["source_tree", "dkms_tree", "install_tree", "tmp_location", "verbose", "symlink_modules", "autoinstall_all_kernels", "modprobe_on_install", "parallel_jobs", "compress_gzip_opts", "compress_xz_opts", "compress_zstd_opts", "build_environment", "post_transaction"]
@@ -78,14 +77,11 @@ class SettingsError(Exception):
 def load_hooks_settings(path: Path) -> HooksSettings:
     if not path.exists():
         return HooksSettings()
-    # imported only when there is a file to read: most runs have none
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
+        data = compat.load_toml(path.read_text(encoding="utf-8"))
+    except ImportError as e:
+        raise SettingsError(f"{path}: reading it needs tomli on Python before 3.11 (python3-tomli)") from e
+    except (OSError, ValueError) as e:
         raise SettingsError(f"{path}: {e}") from e
     critical = data.get("critical_modules", [])
     if not isinstance(critical, list) or not all(isinstance(x, str) for x in critical):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 
 from dkms_hooks import dkmsconf, install, tree
+from dkms_hooks.compat import StrEnum
 from dkms_hooks.context import Context
 from dkms_hooks.statuscache import StatusCache, StatusConf
 
 
-class StatusWarning(enum.StrEnum):
+class StatusWarning(StrEnum):
     """What upstream appends to a status line in parentheses, as a stable name."""
 
     original_modules = "original-modules-exist"

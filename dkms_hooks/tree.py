@@ -3,19 +3,19 @@ kernels each is built or installed. Pure reads of the filesystem, no dkms.conf n
 
 from __future__ import annotations
 
-import enum
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from dkms_hooks.compat import StrEnum
 from dkms_hooks.paths import Layout
 
 #: status globs only kernel directories that start with digits and a dot
 _KERNEL_DIR = re.compile(r"^[0-9]+\..*")
 
 
-class State(enum.StrEnum):
+class State(StrEnum):
     added = "added"
     built = "built"
     installed = "installed"

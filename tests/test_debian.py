@@ -72,19 +72,6 @@ def test_common_postinst_usage_and_no_autoinstall(sandbox: Sandbox) -> None:
     assert (res.returncode, res.stdout) == (0, "autoinstall for dkms modules has been disabled.\n")
 
 
-def test_helpers_are_installed_but_never_over_another_dkms(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from dkms_hooks.paths import Layout
-
-    lay = Layout(sysroot=tmp_path)
-    foreign = tmp_path / "usr/lib/dkms/common.postinst"
-    foreign.parent.mkdir(parents=True)
-    foreign.write_text("#!/bin/sh\necho upstream\n")
-    debian.install_helpers(lay)
-    assert foreign.read_text() == "#!/bin/sh\necho upstream\n"
-    shim = (tmp_path / "usr/lib/dkms/dkms_autoinstaller").read_text()
-    assert "-m dkms_hooks.debian dkms_autoinstaller" in shim
-
-
 @pytest.mark.kernel
 @needs_kernel
 @pytest.mark.skipif(len(KERNELS) < 2, reason="needs headers for two kernels")

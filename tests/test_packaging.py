@@ -11,20 +11,19 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
-from dkms_hooks import debian
+from dkms_hooks import compat, debian
 from dkms_hooks.paths import Layout
 
 
 def test_every_subpackage_and_data_file_is_shipped() -> None:
     setuptools = __import__("setuptools")
-    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    config = compat.load_toml((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]  # type: ignore[index]
     found = set(setuptools.find_packages(where=str(REPO), include=config["packages"]["find"]["include"]))
     on_disk = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "dkms_hooks").rglob("__init__.py")}
     assert on_disk <= found
@@ -124,19 +123,16 @@ def test_the_boot_unit_verifies(tmp_path: Path) -> None:
     assert res.returncode != 0 and "/usr/sbin/dkms is not executable" in res.stderr
 
 
-def test_debian_helpers_are_what_dkms_itself_would_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # dkms run as root rewrites a helper that carries its marker but differs: the packaged
-    # ones must be exactly what it writes under the packaged interpreter
+def test_debian_helpers_run_the_packaged_interpreter(tmp_path: Path) -> None:
+    """The helpers Debian's hooks and dh_dkms packages call by path are the package's: they
+    run the system's python3 (PYTHON_SHEBANG), never the one that happened to run dkms."""
     dest = tmp_path / "stage"
-    make_install(dest, "DISTRO=debian")
-    monkeypatch.setattr(sys, "executable", "/usr/bin/python3")
-    debian.install_helpers(Layout(sysroot=tmp_path / "own"))
+    make_install(dest, "DISTRO=debian", "PYTHON_SHEBANG=/usr/bin/python3")
     for name in debian.HELPERS:
         assert (dest / "usr/lib/dkms" / name).read_text() == (
-            tmp_path / "own/usr/lib/dkms" / name
-        ).read_text()
+            f"#!/bin/sh\n# installed by dkms-hooks\nexec /usr/bin/python3 -m dkms_hooks.debian {name} \"$@\"\n")
+    assert debian.missing_helpers(Layout(sysroot=dest)) == []
+    assert [p.name for p in debian.missing_helpers(Layout(sysroot=tmp_path))] == list(debian.HELPERS)
 
 
 def test_debian_layout_takes_over_the_dkms_package_paths(tmp_path: Path) -> None:

@@ -36,3 +36,21 @@ echo "== after purge"; dkms status
     for k in KERNELS:
         assert f"dkms_hooks_example/1.0, {k}, x86_64: installed\n" in status
     assert out.split("== after purge\n")[1] == ""
+
+
+def test_dkms_never_lays_the_packages_files_and_says_they_are_missing() -> None:
+    """Run as the system's dkms (root, no tree options), no command writes Debian's helpers
+    under /usr/lib/dkms (they would run whatever interpreter ran dkms: a venv gone
+    tomorrow); an event from Debian's hooks says they are missing."""
+    res = in_overlay("""
+rm -rf /usr/lib/dkms
+dkms status
+dkms --version >/dev/null
+dkms event apt kernel-prerm 9.9.9-1-amd64
+test ! -e /usr/lib/dkms && echo "== nothing written"
+""")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert ("  note: /usr/lib/dkms/dkms_autoinstaller and /usr/lib/dkms/common.postinst missing: Debian's kernel "
+            "hooks and dh_dkms module packages cannot reach dkms; reinstall the dkms-hooks package "
+            "(or make install DISTRO=debian)\n") in res.stdout
+    assert res.stdout.endswith("== nothing written\n")
