@@ -82,7 +82,7 @@ install-common: check-distro install-python
 install-python:
 	for f in $(PYFILES); do $(INSTALL) -D -m 0644 $$f $(DESTDIR)$(PYTHONDIR)/$$f || exit 1; done
 	$(INSTALL) -d $(DESTDIR)$(PYTHONDIR)/$(DISTINFO)
-	printf 'Metadata-Version: 2.1\nName: dkms-hooks\nVersion: %s\nRequires-Python: >=3.11\nRequires-Dist: pluggy>=1.0\n' \
+	printf 'Metadata-Version: 2.1\nName: dkms-hooks\nVersion: %s\nRequires-Python: >=3.9\nRequires-Dist: pluggy>=0.13\nRequires-Dist: tomli>=1.1; python_version < "3.11"\n' \
 		'$(VERSION)' > $(DESTDIR)$(PYTHONDIR)/$(DISTINFO)/METADATA
 	printf 'dkms_hooks\n' > $(DESTDIR)$(PYTHONDIR)/$(DISTINFO)/top_level.txt
 	printf 'make\n' > $(DESTDIR)$(PYTHONDIR)/$(DISTINFO)/INSTALLER

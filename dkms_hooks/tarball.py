@@ -141,9 +141,22 @@ def _extract(ctx: Context, archive: Path, dest: Path) -> None:
                     why = f"it has more than {MAX_MEMBERS} members"
                 if why:
                     raise DkmsError(3, f"Tarball {archive} cannot be unpacked safely: {why}.")
-                tf.extract(member, dest, filter="data")
+                _extract_member(tf, member, dest)
     except (tarfile.TarError, OSError) as e:
         raise DkmsError(3, f"Tarball {archive} cannot be unpacked safely: {e}") from e
+
+
+def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
+    """One member, as tarfile's "data" filter would (after our own checks of its name and
+    kind): no owner from the archive, no setuid, setgid or sticky bit, no write bit for
+    group and others. Pythons before the filter came (3.12, and the 3.9-3.11 security
+    releases) get the same by hand."""
+    if hasattr(tarfile, "data_filter"):
+        tf.extract(member, dest, filter="data")
+        return
+    tf.extract(member, dest, set_attrs=False)
+    if member.isreg() or member.isdir():
+        os.chmod(dest / member.name, member.mode & 0o755)
 
 
 def _check_binaries(archive: Path, kdir: Path, adir: Path) -> None:

@@ -5,6 +5,7 @@ in a temporary directory, with real kernel headers linked in, and a way to run t
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +27,23 @@ def kernels_with_headers() -> list[str]:
 
 
 KERNELS = kernels_with_headers()
+#: set where the project is installed (another root's python3): the commands the tests run
+#: import the installed dkms_hooks, not this checkout
+INSTALLED = bool(os.environ.get("DKMS_HOOKS_TEST_INSTALLED"))
+SOURCE_PATH = {} if INSTALLED else {"PYTHONPATH": str(REPO)}
 needs_kernel = pytest.mark.skipif(not KERNELS, reason="no kernel headers installed (run .ci/run)")
+
+
+#: tests that need this checkout's git metadata (a copy installed elsewhere has none)
+needs_git = pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(),
+                               reason="needs a git checkout")
+
+
+def checkout_files() -> list[str]:
+    """What a release holds: this checkout's files, tracked or new and not ignored."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    return sorted(n for n in names if n and (REPO / n).exists())
 
 
 @dataclass
@@ -124,7 +141,8 @@ def dkms_on_path(tmp_path: Path) -> str:
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
     wrapper = bindir / "dkms"
-    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{REPO}" exec "{sys.executable}" -m dkms_hooks "$@"\n')
+    path = "" if INSTALLED else f'PYTHONPATH="{REPO}" '
+    wrapper.write_text(f'#!/bin/sh\n{path}exec "{sys.executable}" -m dkms_hooks "$@"\n')
     wrapper.chmod(0o755)
     return str(bindir)
 
@@ -141,7 +159,7 @@ def make_sandbox(base: Path) -> Sandbox:
         "HOME": str(base),
         "TMPDIR": str(base),
         "DKMS_HOOKS_SYSROOT": str(root),
-        "PYTHONPATH": str(REPO),
+        **SOURCE_PATH,
     }
     return Sandbox(root, env)
 

@@ -6,7 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED
+from conftest import SHARED, SOURCE_PATH
 
 from dkms_hooks import bashconf, dkmsconf
 from dkms_hooks.kernel import KernelTarget
@@ -48,7 +48,7 @@ def test_raw_reproduces_corpus(conf: Path, pinned_path: str, tmp_path: Path) -> 
     sysroot = tmp_path / "root"
     (sysroot / "etc").mkdir(parents=True)
     (sysroot / "etc/os-release").write_text("ID=debian\n")
-    env = {"PATH": pinned_path, "LANG": "C", "PYTHONPATH": str(REPO), "DKMS_HOOKS_SYSROOT": str(sysroot)}
+    env = {"PATH": pinned_path, "LANG": "C", **SOURCE_PATH, "DKMS_HOOKS_SYSROOT": str(sysroot)}
     proc = subprocess.run(
         # the sysroot keeps the host's /etc/dkms out; the trees are upstream's defaults (only read)
         [sys.executable, "-m", "dkms_hooks", "--dkmstree=/var/lib/dkms", "--sourcetree=/usr/src",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, checkout_files, needs_git
 from dkms_hooks import compat, debian
 from dkms_hooks.paths import Layout
 
@@ -189,16 +189,9 @@ def test_installed_command_runs_from_the_installed_copy(tmp_path: Path) -> None:
 def release_tarball(dest_dir: Path, top: str) -> Path:
     """What a release archive holds: the checkout's files (tracked, or new and not ignored)
     under TOP/, as GitHub's archive/vVERSION.tar.gz would."""
-    names = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
     out = dest_dir / f"{top}.tar.gz"
     with tarfile.open(out, "w:gz") as tar:
-        for name in sorted(n for n in names if n and (REPO / n).exists()):
+        for name in checkout_files():
             tar.add(REPO / name, arcname=f"{top}/{name}", recursive=False)
     return out
 
@@ -219,6 +212,7 @@ def build_dir() -> Iterator[Path]:
     shutil.rmtree(d)
 
 
+@needs_git
 @pytest.mark.skipif(shutil.which("makepkg") is None, reason="needs makepkg")
 def test_pkgbuild_builds_a_pacman_package(build_dir: Path) -> None:
     shutil.copy(REPO / "packaging/arch/PKGBUILD", build_dir)
@@ -265,6 +259,7 @@ def test_pkgbuild_builds_a_pacman_package(build_dir: Path) -> None:
     assert "provides = dkms=3.4.3\n" in pkginfo and "depend = python-pluggy\n" in pkginfo
 
 
+@needs_git
 @pytest.mark.skipif(shutil.which("rpmbuild") is None, reason="needs rpmbuild")
 def test_rpm_spec_parses_and_builds(tmp_path: Path) -> None:
     spec = REPO / "packaging/rpm/dkms-hooks.spec"

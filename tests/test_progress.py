@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KERNELS, REPO, Sandbox, needs_kernel
+from conftest import KERNELS, SOURCE_PATH, Sandbox, needs_kernel
 from dkms_hooks import progress
 from modsrc import write_module
 
@@ -59,7 +59,7 @@ def _sandbox(root: Path, tmp: Path) -> Sandbox:
         (root / d).mkdir(parents=True)
     (root / "etc/os-release").write_text("ID=debian\n")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(tmp),
-           "TMPDIR": str(tmp), "PYTHONPATH": str(REPO), "DKMS_HOOKS_SYSROOT": str(root), "COLUMNS": "200"}
+           "TMPDIR": str(tmp), **SOURCE_PATH, "DKMS_HOOKS_SYSROOT": str(root), "COLUMNS": "200"}
     sb = Sandbox(root, env)
     sb.add_kernel(KERNELS[0])
     for name in ("pa", "pb"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KERNELS, Sandbox, needs_kernel
+from conftest import KERNELS, SOURCE_PATH, Sandbox, needs_kernel
 from dkms_hooks.console import Console
 from dkms_hooks.scheduler import BufferConsole, JobServer, run_jobs
 from modsrc import write_module
@@ -151,9 +151,7 @@ def test_parallel_autoinstall_prints_what_a_serial_one_prints(tmp_path: Path) ->
 def _env(tmp_path: Path) -> dict[str, str]:
     import os
 
-    from conftest import REPO
-
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(tmp_path),
-            "TMPDIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+            "TMPDIR": str(tmp_path), **SOURCE_PATH}
 
 

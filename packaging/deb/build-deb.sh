@@ -40,8 +40,8 @@ Version: $VERSION-1
 Architecture: all
 Maintainer: dkms-hooks authors <dkms-hooks@example.invalid>
 Installed-Size: $size
-Depends: python3 (>= 3.11), python3-pluggy (>= 1.0), kmod, gcc | c-compiler, make | build-essential, patch
-Recommends: openssl, xz-utils, zstd
+Depends: python3 (>= 3.9), python3-pluggy (>= 0.13), kmod, gcc | c-compiler, make | build-essential, patch
+Recommends: openssl, xz-utils, zstd, python3 (>= 3.11) | python3-tomli
 Provides: dkms (= $UPSTREAM)
 Conflicts: dkms
 Replaces: dkms

@@ -3,7 +3,7 @@
 
 EAPI=8
 
-PYTHON_COMPAT=( python3_{11..13} )
+PYTHON_COMPAT=( python3_{9..13} )
 inherit python-single-r1
 
 DESCRIPTION="Drop-in dkms with parallel, crash-safe rebuilds and hooks for every package manager"
@@ -23,6 +23,7 @@ REQUIRED_USE="${PYTHON_REQUIRED_USE}"
 RDEPEND="
 	${PYTHON_DEPS}
 	$(python_gen_cond_dep 'dev-python/pluggy[${PYTHON_USEDEP}]')
+	$(python_gen_cond_dep 'dev-python/tomli[${PYTHON_USEDEP}]' python3_{9,10})
 	app-shells/bash
 	sys-apps/kmod
 	sys-devel/patch
