@@ -18,16 +18,21 @@ root_up() {
     mount --rbind /sys "$ROOT/sys"
     mount --rbind /dev "$ROOT/dev"
     mount -t tmpfs tmpfs "$ROOT/tmp"
-    mkdir -p "$ROOT$repo"
-    mount --bind "$repo" "$ROOT$repo"
-    mount -o remount,bind,ro "$ROOT$repo"
+    # the checkout at its own path, and at one outside /tmp for the dkms command: rpm 4.20
+    # runs scriptlets with a private /tmp
+    local at
+    for at in "$repo" /opt/dkms-hooks; do
+        mkdir -p "$ROOT$at"
+        mount --bind "$repo" "$ROOT$at"
+        mount -o remount,bind,ro "$ROOT$at"
+    done
     local d
     for d in "$@"; do
         mkdir -p "$ROOT$d"
         mount --bind "$d" "$ROOT$d"
     done
     for d in usr/bin usr/sbin; do
-        printf '#!/bin/sh\nPYTHONPATH=%s exec python3 -m dkms_hooks "$@"\n' "$repo" > "$ROOT/$d/dkms"
+        printf '#!/bin/sh\nPYTHONPATH=/opt/dkms-hooks exec python3 -m dkms_hooks "$@"\n' > "$ROOT/$d/dkms"
         chmod +x "$ROOT/$d/dkms"
     done
     export ROOT
