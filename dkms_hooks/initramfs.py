@@ -157,16 +157,15 @@ def _entry_listing(image: Path) -> list[str] | None:
     lister = next((cmd for cmd in (["lsinitrd"], ["lsinitramfs"]) if run.which(cmd[0])), None)
     if lister is None:
         return None
-    if image.suffix != ".efi":
-        res = run.run([*lister, image], stderr=run.DEVNULL)
-        return res.stdout.splitlines() if res.returncode == 0 else None
-    if not run.which("objcopy"):
-        return None
     with tempfile.TemporaryDirectory(prefix="dkms-hooks-uki.") as tmp:
-        initrd = Path(tmp, "initrd")
-        res = run.run(["objcopy", "-O", "binary", "--only-section=.initrd", image, initrd], stderr=run.DEVNULL)
-        if res.returncode != 0 or not initrd.is_file() or initrd.stat().st_size == 0:
-            return None
+        initrd = image
+        if image.suffix == ".efi":
+            initrd = Path(tmp, "initrd")
+            if not run.which("objcopy") or run.run(["objcopy", "-O", "binary", "--only-section=.initrd", image,
+                                                     initrd], stderr=run.DEVNULL).returncode != 0:
+                return None
+            if not initrd.is_file() or initrd.stat().st_size == 0:
+                return None
         res = run.run([*lister, initrd], stderr=run.DEVNULL)
         return res.stdout.splitlines() if res.returncode == 0 else None
 
