@@ -70,7 +70,7 @@ endif
 
 install-common: check-distro install-python
 	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR)
-	printf '#!%s\nfrom dkms_hooks.cli import entry\n\nentry()\n' '$(PYTHON_SHEBANG)' \
+	printf '#!%s\nfrom dkms_hooks.cli.main import entry\n\nentry()\n' '$(PYTHON_SHEBANG)' \
 		> $(DESTDIR)$(SBINDIR)/dkms
 	chmod 0755 $(DESTDIR)$(SBINDIR)/dkms
 	if [ "$(SBINDIR)" != "$(BINDIR)" ]; then ln -sfr $(DESTDIR)$(SBINDIR)/dkms $(DESTDIR)$(BINDIR)/dkms; fi
@@ -112,7 +112,7 @@ install-debian: install-systemd
 	$(INSTALL) -D -m 0644 apt.conf.d/90dkms-hooks $(DESTDIR)$(SYSCONFDIR)/apt/apt.conf.d/90dkms-hooks
 	for h in dkms_autoinstaller common.postinst; do \
 		$(INSTALL) -d $(DESTDIR)$(LIBDIR)/dkms; \
-		printf '#!/bin/sh\n# installed by dkms-hooks\nexec %s -m dkms_hooks.debian %s "$$@"\n' \
+		printf '#!/bin/sh\n# installed by dkms-hooks\nexec %s -m dkms_hooks.cli.debian %s "$$@"\n' \
 			'$(PYTHON_SHEBANG)' $$h > $(DESTDIR)$(LIBDIR)/dkms/$$h; \
 		chmod 0755 $(DESTDIR)$(LIBDIR)/dkms/$$h; \
 	done

@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from dkms_hooks.cli import entry
+from dkms_hooks.cli.main import entry
 
 entry()

@@ -11,11 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import KERNELS, Sandbox, needs_kernel
-from dkms_hooks import modinfo
-from dkms_hooks.ccprobe import ProbeCache
 from modsrc import write_module
+
+from dkms_hooks.model import modinfo
+from dkms_hooks.ops.ccprobe import ProbeCache
 
 FAKE_CC = """#!/bin/sh
 echo "$PWD $*" >> {calls}

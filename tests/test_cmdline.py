@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from dkms_hooks import cmdline
-from dkms_hooks.context import Options
+from dkms_hooks.cli import cmdline
+from dkms_hooks.model.context import Options
 
 
 def test_forms_of_values() -> None:

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import EXAMPLE, KERNELS, Sandbox, needs_kernel
-from dkms_hooks import debian
+
+from dkms_hooks.cli import debian
 
 
 def helper(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
@@ -17,7 +17,7 @@ def helper(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
         f'dkms_tree="{sandbox.dkms_tree}"\nsource_tree="{sandbox.source_tree}"\n'
         f'install_tree="{sandbox.install_tree}"\n'
     )
-    return subprocess.run([sys.executable, "-m", "dkms_hooks.debian", *args], env=sandbox.env,
+    return subprocess.run([sys.executable, "-m", "dkms_hooks.cli.debian", *args], env=sandbox.env,
                           capture_output=True, text=True)
 
 

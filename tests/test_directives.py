@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import KERNELS, Sandbox, needs_kernel
 from modsrc import write_module
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import SHARED, SOURCE_PATH
 
-from dkms_hooks import bashconf, dkmsconf
-from dkms_hooks.kernel import KernelTarget
+from dkms_hooks.model import bashconf, dkmsconf
+from dkms_hooks.model.kernel import KernelTarget
 
 CORPUS = SHARED / "corpus" / "dkms-conf"
 CORPUS_KERNEL = "6.1.0-56-amd64"

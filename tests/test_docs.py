@@ -9,9 +9,10 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import REPO
-from dkms_hooks import cmdline, dkmsconf, settings
+
+from dkms_hooks.cli import cmdline
+from dkms_hooks.model import dkmsconf, settings
 
 MAN = REPO / "docs" / "dkms.8"
 
@@ -40,7 +41,7 @@ def test_man_page_covers_the_interface() -> None:
     verbs = set(re.findall(r"[a-z_]+", listed)) | {"conf", "plan", "event"}
     assert len(verbs) == 18
     assert sorted(v for v in verbs if not re.search(rf"\b{v}\b", text)) == []
-    options = set(re.findall(r'"(-[-a-zA-Z_]+)"', (REPO / "dkms_hooks/cmdline.py").read_text()))
+    options = set(re.findall(r'"(-[-a-zA-Z_]+)"', (REPO / "dkms_hooks/cli/cmdline.py").read_text()))
     options |= {"--build", "--json"}  # issue 7's additions (status --json, plan --build)
     assert sorted(o for o in options if o not in text) == []
     assert sorted(d for d in dkmsconf.DIRECTIVES if d not in text) == []

@@ -4,15 +4,8 @@ their module, one depmod per kernel, the summary, critical modules, queued work.
 from __future__ import annotations
 
 import pytest
-
 from conftest import KERNELS, Sandbox, needs_kernel
-from dkms_hooks.engine import _ordered
 from modsrc import builds_overlapped, write_module, write_overlap_probe
-
-
-def test_dependency_order_and_cycles() -> None:
-    assert _ordered({"a": ["b"], "b": [], "c": ["a", "x"]}) == (["b", "a", "c"], [])
-    assert _ordered({"a": ["b"], "b": ["a"], "c": []}) == (["c"], ["a", "b"])
 
 
 def test_unknown_source_and_nothing_to_do(sandbox: Sandbox) -> None:

@@ -2,7 +2,7 @@
 ``dkms status`` must be true to the files on disk, no module half-written or missing, the
 kernel's own copy of the module intact, and the same command must succeed when repeated.
 
-The step list comes from the code (dkms_hooks.journal.STEPS); a traced run of each verb
+The step list comes from the code (dkms_hooks.ops.journal.STEPS); a traced run of each verb
 checks that the list is exactly the boundaries the verb passes."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from conftest import KERNELS, Sandbox, make_sandbox, needs_kernel
 from modsrc import write_module
 from test_lifecycle import plant_intree_module
 
-from dkms_hooks import journal
+from dkms_hooks.ops import journal
 
 pytestmark = [pytest.mark.kernel, needs_kernel]
 

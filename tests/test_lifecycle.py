@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLE, KERNELS, Sandbox, needs_kernel
-from dkms_hooks.kernel import Compression, kmod_can_read
 from modsrc import write_module
+
+from dkms_hooks.model.kernel import Compression, kmod_can_read
 
 pytestmark = [pytest.mark.kernel, needs_kernel]
 

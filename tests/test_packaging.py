@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, checkout_files, needs_git
-from dkms_hooks import compat, debian
-from dkms_hooks.paths import Layout
+
+from dkms_hooks.cli import debian
+from dkms_hooks.model.paths import Layout
+from dkms_hooks.system import compat
 
 
 def test_every_subpackage_and_data_file_is_shipped() -> None:
@@ -28,7 +29,7 @@ def test_every_subpackage_and_data_file_is_shipped() -> None:
     on_disk = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "dkms_hooks").rglob("__init__.py")}
     assert on_disk <= found
     data = config["package-data"]["dkms_hooks"]
-    assert "*.bash" in data and (REPO / "dkms_hooks/readconf.bash").is_file()
+    assert "model/*.bash" in data and (REPO / "dkms_hooks/model/readconf.bash").is_file()
 
 
 def make_install(dest: Path, *args: str) -> None:
@@ -128,11 +129,11 @@ def test_debian_helpers_run_the_packaged_interpreter(tmp_path: Path) -> None:
     run the system's python3 (PYTHON_SHEBANG), never the one that happened to run dkms."""
     dest = tmp_path / "stage"
     make_install(dest, "DISTRO=debian", "PYTHON_SHEBANG=/usr/bin/python3")
-    for name in debian.HELPERS:
+    for name in (p.name for p in Layout().debian_helpers):
         assert (dest / "usr/lib/dkms" / name).read_text() == (
-            f"#!/bin/sh\n# installed by dkms-hooks\nexec /usr/bin/python3 -m dkms_hooks.debian {name} \"$@\"\n")
-    assert debian.missing_helpers(Layout(sysroot=dest)) == []
-    assert [p.name for p in debian.missing_helpers(Layout(sysroot=tmp_path))] == list(debian.HELPERS)
+            f"#!/bin/sh\n# installed by dkms-hooks\nexec /usr/bin/python3 -m dkms_hooks.cli.debian {name} \"$@\"\n")
+    assert [p for p in Layout(sysroot=dest).debian_helpers if not p.exists()] == []
+    assert [p.name for p in Layout(sysroot=tmp_path).debian_helpers if not p.exists()] == ["dkms_autoinstaller", "common.postinst"]
 
 
 def test_debian_layout_takes_over_the_dkms_package_paths(tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_debian_layout_takes_over_the_dkms_package_paths(tmp_path: Path) -> None
         assert (dest / f"etc/kernel/{d}.d/dkms").read_text() == (
             REPO / f"hooks/kernel/{d}.d/dkms-hooks"
         ).read_text()
-    assert (dest / "usr/lib/python3/dist-packages/dkms_hooks/readconf.bash").is_file()
+    assert (dest / "usr/lib/python3/dist-packages/dkms_hooks/model/readconf.bash").is_file()
     assert (dest / "usr/share/zsh/vendor-completions/_dkms").is_file()
     assert not (dest / "usr/share/libalpm").exists() and not (dest / "usr/lib/kernel").exists()
 
@@ -250,9 +251,9 @@ def test_pkgbuild_builds_a_pacman_package(build_dir: Path) -> None:
         "usr/share/bash-completion/completions/dkms",
     } <= files
     assert not any(f.startswith("usr/sbin") or f.startswith("etc/kernel") for f in files)
-    site = [f for f in files if f.endswith("site-packages/dkms_hooks/cli.py")]
+    site = [f for f in files if f.endswith("site-packages/dkms_hooks/cli/main.py")]
     assert len(site) == 1 and site[0].startswith("usr/lib/python3")
-    assert any(f.endswith(".pyc") and "dkms_hooks/__pycache__/cli" in f for f in files)
+    assert any(f.endswith(".pyc") and "dkms_hooks/cli/__pycache__/main" in f for f in files)
     pkginfo = subprocess.run(
         ["bsdtar", "-xOf", os.fspath(pkg), ".PKGINFO"], capture_output=True, text=True, check=True
     ).stdout
@@ -299,7 +300,7 @@ def test_rpm_spec_parses_and_builds(tmp_path: Path) -> None:
         "/usr/bin/dkms",
         "/usr/lib/rpm/macros.d/macros.dkms-hooks",
         "/usr/lib/kernel/install.d/40-dkms-hooks.install",
-        "/usr/lib/python3.12/site-packages/dkms_hooks/cli.py",
+        "/usr/lib/python3.12/site-packages/dkms_hooks/cli/main.py",
         "/usr/share/zsh/site-functions/_dkms",
         "/var/lib/dkms",
     } <= files
@@ -339,6 +340,6 @@ src_install
     res = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert (dest / "usr/sbin/dkms").read_text().startswith("#!/usr/bin/python3.11\n")
-    assert (dest / "usr/lib/python3.11/site-packages/dkms_hooks/cli.py").is_file()
+    assert (dest / "usr/lib/python3.11/site-packages/dkms_hooks/cli/main.py").is_file()
     assert (dest / "usr/lib/kernel/install.d/40-dkms-hooks.install").is_file()
     assert (dest / "usr/share/dkms-hooks/eclass/dkms-hooks.eclass").is_file()

@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-
 from conftest import KERNELS, Sandbox, needs_kernel
 from modsrc import write_module
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pluggy
 import pytest
 
-from dkms_hooks import hookimpl, plugins
+from dkms_hooks import hookimpl
+from dkms_hooks.plugins import manager as plugins
 
 
 def test_builtins_registered_and_answer() -> None:
@@ -39,14 +40,14 @@ def test_misspelled_hook_is_an_error() -> None:
 
 
 def test_blocklist(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DKMS_HOOKS_DISABLE_PLUGINS", "dkms_hooks.policy")
+    monkeypatch.setenv("DKMS_HOOKS_DISABLE_PLUGINS", "dkms_hooks.plugins.policy")
     pm = plugins.get_plugin_manager(load_entry_points=False)
     assert pm.hook.dkms_dest_module_location(distro="fedora", declared="/kernel") is None
 
 
 def test_akmods_key_on_fedora(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from dkms_hooks import policy
-    from dkms_hooks.paths import Layout
+    from dkms_hooks.model.paths import Layout
+    from dkms_hooks.plugins import policy
 
     lay = Layout(sysroot=tmp_path)
     assert policy.dkms_signing_key(distro="fedora", kver="6.9", layout=lay) is None
@@ -86,7 +87,7 @@ def test_no_entry_point_scan_without_a_plugin_distribution(tmp_path) -> None:  #
     import subprocess
     import sys
 
-    probe = ("import sys; from dkms_hooks import plugins; pm = plugins.get_plugin_manager(); "
+    probe = ("import sys; from dkms_hooks.plugins import manager; pm = manager.get_plugin_manager(); "
              "print('importlib.metadata' in sys.modules, pm.has_plugin('thirdparty'))")
     env = {"PYTHONPATH": f"{tmp_path}:{':'.join(p for p in sys.path if p)}"}
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout

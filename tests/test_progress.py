@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import KERNELS, SOURCE_PATH, Sandbox, needs_kernel
-from dkms_hooks import progress
 from modsrc import write_module
+
+from dkms_hooks.system import progress
 
 _LINE = re.compile(r"\r\x1b\[K(\[\d+/\d+ done[^\r\n]*)?")
 

@@ -16,8 +16,9 @@ from hostile import KNOWN_EXIT_CODES, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dkms_hooks import bashconf, cmdline, dkmsconf, safety
-from dkms_hooks.kernel import KernelTarget
+from dkms_hooks.cli import cmdline
+from dkms_hooks.model import bashconf, dkmsconf, safety
+from dkms_hooks.model.kernel import KernelTarget
 
 # Hostile path material, without the characters that make bash run a command when upstream
 # evaluates a dkms.conf value a second time ($ ` " \ ; & | and friends): the tests must not

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import KERNELS, SOURCE_PATH, Sandbox, needs_kernel
-from dkms_hooks.console import Console
-from dkms_hooks.scheduler import BufferConsole, JobServer, run_jobs
 from modsrc import write_module
+
+from dkms_hooks.system.console import BufferConsole, Console
+from dkms_hooks.transaction.scheduler import JobServer, run_jobs
 
 
 class Recorder:

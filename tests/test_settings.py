@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from conftest import Sandbox
 
-from dkms_hooks import settings
-from dkms_hooks.paths import Layout
+from dkms_hooks.model import settings
+from dkms_hooks.model.paths import Layout
 
 
 def test_framework_takes_only_known_variables(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import SHARED
 
-from dkms_hooks import bashconf, dkmsconf, run, staticconf
+from dkms_hooks.model import bashconf, dkmsconf, staticconf
+from dkms_hooks.system import run
 
 CORPUS = SHARED / "corpus" / "dkms-conf"
 SCOPE = {

@@ -4,7 +4,6 @@ dkms.conf, override file or kernel config is read again."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import EXAMPLE, KERNELS, Sandbox, needs_kernel
 
 pytestmark = [pytest.mark.kernel, needs_kernel]

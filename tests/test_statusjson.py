@@ -8,7 +8,6 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import EXAMPLE, KERNELS, Sandbox, needs_kernel
 from modsrc import write_module
 

@@ -7,7 +7,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLE, KERNELS, Sandbox, needs_kernel
 
 

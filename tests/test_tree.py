@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dkms_hooks import tree
-from dkms_hooks.kernel import Compression, KernelTarget, kmod_can_read, ver_key, version_sort_key
-from dkms_hooks.paths import Layout
+from dkms_hooks.model import tree
+from dkms_hooks.model.kernel import Compression, KernelTarget, kmod_can_read, ver_key, version_sort_key
+from dkms_hooks.model.paths import Layout
 
 
 def make_tree(root: Path) -> Layout:

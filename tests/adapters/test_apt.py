@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLE, KERNELS, REPO, Sandbox, needs_kernel
 
 pytestmark = [

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import KERNELS, Sandbox, needs_kernel
 from modsrc import write_module
 

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLE, KERNELS, REPO, Sandbox, needs_kernel
 
 ECLASS = REPO / "ebuild/eclass/dkms-hooks.eclass"

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import KERNELS, REPO, Sandbox, needs_kernel
 from modsrc import write_module
 

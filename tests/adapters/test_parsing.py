@@ -6,9 +6,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from dkms_hooks.adapters import apt, gentoo, kernel_install, pacman, rpm
-from dkms_hooks.events import Event, merge
-from dkms_hooks.paths import Layout
+from dkms_hooks.model.events import Event, merge
+from dkms_hooks.model.paths import Layout
+from dkms_hooks.plugins.adapters import apt, gentoo, kernel_install, pacman, rpm
 
 
 def parse(module: object, source: str, *argv: str, stdin: str = "", env: dict[str, str] | None = None,

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 OVERLAY = Path(__file__).with_name("overlay.sh")

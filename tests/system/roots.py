@@ -10,8 +10,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from system.overlay_helpers import overlay_supported
 
 ROOTS = Path(os.environ.get("DKMS_HOOKS_ROOTS", "/var/cache/dkms-hooks/roots"))

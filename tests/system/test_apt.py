@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from adapters.test_apt import source_deb
 from conftest import KERNELS, REPO, needs_kernel
+
 from system.overlay_helpers import in_overlay, needs_overlay
 
 pytestmark = [pytest.mark.kernel, needs_kernel, needs_overlay]

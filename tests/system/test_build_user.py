@@ -7,9 +7,9 @@ import pwd
 from pathlib import Path
 
 import pytest
-
 from conftest import KERNELS, needs_kernel
 from modsrc import write_module
+
 from system.overlay_helpers import in_overlay, needs_overlay
 
 USER = "dkms-hooks-build"

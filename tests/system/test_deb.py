@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLE, REPO, needs_kernel
+
 from system.overlay_helpers import in_overlay, needs_overlay
 
 pytestmark = [pytest.mark.kernel, needs_kernel, needs_overlay]

@@ -4,8 +4,8 @@ the module uncompressed, as upstream does, instead of failing the build."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import EXAMPLE
+
 from system.roots import in_root, needs_root, root_kernels
 
 pytestmark = [pytest.mark.kernel, needs_root("trixie")]

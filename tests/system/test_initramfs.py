@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import needs_kernel
 from modsrc import write_module
+
 from system.overlay_helpers import in_overlay, needs_overlay
 
 pytestmark = [pytest.mark.kernel, needs_kernel, needs_overlay]

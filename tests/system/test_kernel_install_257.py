@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLE, REPO
+
 from system.matrix import NAME, OLD, pacman_package, sources
 from system.roots import in_root, needs_root, root_kernels
 

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import KERNELS, needs_kernel
+
 from system.matrix import CLIENTS, STEPS, Kernels, expected_state, states
 from system.overlay_helpers import in_overlay, needs_overlay
 from system.roots import ROOTS, in_root, needs_root

@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, SHARED, checkout_files
+
 from system.roots import ROOTS, in_root, needs_root
 
 pytestmark = [pytest.mark.kernel]

@@ -7,10 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLE, KERNELS, Sandbox, needs_kernel
+
 from system.qemu_helpers import (
-    Boot, boot, missing_for_boot, pack_initramfs, plain_module, section, step, vmlinuz,
+    Boot,
+    boot,
+    missing_for_boot,
+    pack_initramfs,
+    plain_module,
+    section,
+    step,
+    vmlinuz,
 )  # fmt: skip
 
 MODULE = "dkms_hooks_example"

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLE, KERNELS, REPO, needs_kernel
+
 from system.matrix import RPM_HEADER, rpm_package
 from system.overlay_helpers import in_overlay, needs_overlay
 

@@ -1,0 +1,1 @@
+"""Plain data and pure reading: layout, kernels, dkms.conf and settings, tree state, events."""

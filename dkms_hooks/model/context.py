@@ -1,0 +1,298 @@
+"""The state of one dkms run: options, settings, and what upstream keeps in globals
+(the last dkms.conf read, the kernel whose signing was prepared)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dkms_hooks.model import dkmsconf
+from dkms_hooks.model.kernel import KernelTarget
+from dkms_hooks.model.paths import Layout
+from dkms_hooks.model.settings import HooksSettings
+from dkms_hooks.system import run
+from dkms_hooks.system.console import Console
+from dkms_hooks.system.errors import DkmsError
+
+TYPE_CHECKING = False  # see __init__.py
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Protocol, TextIO
+
+    from dkms_hooks.model.events import Event
+
+    class Plugins(Protocol):
+        """What the layers below the face ask of the plugins (plugins/calls.py)."""
+
+        def parse_event(self, source: str, argv: Sequence[str], env: dict[str, str], stdin: TextIO
+                        ) -> Event | None: ...
+        def dest_location(self, declared: str) -> str: ...
+        def signing_key(self, kver: str) -> tuple[str, str] | None: ...
+        def headers_hint(self, kver: str) -> str: ...
+        def module_installed(self, module: str, version: str, kver: str, arch: str) -> None: ...
+        def module_removed(self, module: str, version: str, kver: str, arch: str) -> None: ...
+        def initramfs_tool(self, configured: str) -> str | None: ...
+        def initramfs_contains(self, tool: str, kver: str, names: Sequence[str]) -> bool: ...
+        def regenerate_initramfs(self, tool: str, kver: str) -> bool: ...
+
+
+@dataclass
+class Options:
+    action: str = ""
+    module: str = ""
+    version: str = ""
+    kernels: list[str] = field(default_factory=list)
+    arches: list[str] = field(default_factory=list)
+    conf: str = ""
+    template_kernel: str = ""
+    archive: str = ""
+    kernel_source_dir: str = ""
+    kernel_config: str = ""
+    try_source_tree: str = ""
+    force: bool = False
+    force_version_override: bool = False
+    all: bool = False
+    verbose: bool = False
+    rpm_safe_upgrade: bool = False
+    binaries_only: bool = False
+    source_only: bool = False
+    no_depmod: bool = False
+    modprobe_on_install: bool = False
+    symlink_modules: bool = False
+    directives: list[tuple[str, str]] = field(default_factory=list)
+    parallel_jobs: str | None = None
+    # options of our own
+    raw: bool = False
+    json: bool = False
+    #: plan --build: try the builds in a scratch tree
+    plan_build: bool = False
+    positional: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Signing:
+    enabled: bool
+    sign_file: str = ""
+    hash: str = ""
+    key: str = ""
+    cert: str = ""
+
+
+@dataclass
+class Context:
+    layout: Layout
+    console: Console
+    distro: str
+    env: dict[str, str]
+    framework: dict[str, str]
+    options: Options
+    hooks: HooksSettings = field(default_factory=HooksSettings)
+    addon_modules_dir: str = ""
+    parallel_jobs: str = ""
+    # upstream's globals that a subshell changes only for itself
+    last_conf_key: tuple[str, ...] | None = None
+    last_conf: dkmsconf.ModuleConf | None = None
+    prepared_kernel: str = "none"
+    signing: Signing | None = None
+    #: --directive names, exported to the environment of builds as upstream does
+    exported: dict[str, str] = field(default_factory=dict)
+    #: in an event transaction: kernels whose depmod waits for the end (None: run it at once)
+    depmod_batch: set[str] | None = None
+    #: in an event transaction: module file names installed or removed, per kernel
+    changed: dict[str, set[str]] = field(default_factory=dict)
+    #: kernels for which a changed module asked for a new initramfs (REMAKE_INITRD=yes)
+    remake_initrd: set[str] = field(default_factory=set)
+    #: the plugins, through typed calls: the plugin manager's for events, else the built-in policy
+    plugins: Plugins | None = None
+
+    #: set while several jobs share one budget: make joins this jobserver instead of -jN
+    jobserver: Any = None
+    #: signing prepared once per kernel for a whole transaction (events), shared by its jobs
+    presigned: dict[str, Signing] = field(default_factory=dict)
+    #: set once the transaction's signing (``presigned``) is prepared; until then a build
+    #: goes ahead and waits for it only when it comes to sign
+    signing_ready: threading.Event | None = None
+    #: in a transaction of many jobs: builds that allow it run in a directory of their own
+    #: per kernel, so one module builds for several kernels at once
+    private_builds: bool = False
+    #: in a transaction of many jobs: every dkms.conf read so far, shared by the jobs, so that
+    #: checks that look at every module (BUILD_DEPENDS_REBUILD) do not re-run bash per job.
+    #: Keyed on the files' identity and the kernel, so an edited file is read again.
+    conf_memo: dict[tuple[object, ...], dkmsconf.ModuleConf] | None = None
+    #: in a transaction building several modules for a kernel: kbuild's compiler probes
+    #: answered once (a ccprobe.ProbeCache), shared by the jobs
+    cc_probes: Any = None
+
+    def fork(self, console: Console, jobserver: Any = None) -> Context:
+        """A context for one job running beside others: its own console and the state
+        upstream keeps per subshell; the trees, settings and transaction records shared.
+        Given a jobserver, its makes take their jobs from it."""
+        import copy
+
+        options = copy.copy(self.options)
+        options.kernels = list(self.options.kernels)
+        options.arches = list(self.options.arches)
+        return dataclasses.replace(self, console=console, options=options,
+                                   jobserver=jobserver if jobserver is not None else self.jobserver)
+
+    def with_options(self, **changes: Any) -> Context:
+        """A context for one verb run on behalf of a transaction (the engine removing a
+        module): its own copy of the options, changed; everything else shared."""
+        return dataclasses.replace(self, options=dataclasses.replace(self.options, **changes))
+
+    def budget(self) -> int:
+        try:
+            return max(int(self.parallel_jobs), 1)
+        except ValueError:
+            return len(os.sched_getaffinity(0))
+
+    def dest_location(self, declared: str) -> str:
+        if self.addon_modules_dir:
+            return "/" + self.addon_modules_dir
+        return self.plugins.dest_location(declared) if self.plugins is not None else declared
+
+    def signing_key(self, kver: str) -> tuple[str, str] | None:
+        return self.plugins.signing_key(kver) if self.plugins is not None else None
+
+    def headers_hint(self, kver: str) -> str:
+        """The package that brings ``kver``'s headers, or ""."""
+        return self.plugins.headers_hint(kver) if self.plugins is not None else ""
+
+    def note_change(self, kver: str, names: list[str], *, remake_initrd: bool = False) -> None:
+        self.changed.setdefault(kver, set()).update(names)
+        if remake_initrd:
+            self.remake_initrd.add(kver)
+
+    @contextlib.contextmanager
+    def subshell(self) -> Iterator[None]:
+        """Run a block the way upstream runs a ``( ... )`` subshell: what it changes in the
+        shared state is forgotten afterwards."""
+        saved = (self.last_conf_key, self.last_conf, self.prepared_kernel, self.signing,
+                 self.options.force, self.options.force_version_override)
+        try:
+            yield
+        finally:
+            (self.last_conf_key, self.last_conf, self.prepared_kernel, self.signing,
+             self.options.force, self.options.force_version_override) = saved
+
+    def kernel(self, kver: str, arch: str) -> KernelTarget:
+        o = self.options
+        return KernelTarget.resolve(
+            self.layout,
+            kver,
+            arch,
+            source_dir=Path(o.kernel_source_dir) if o.kernel_source_dir else None,
+            config=Path(o.kernel_config) if o.kernel_config else None,
+        )
+
+    def conf_scope(self, module: str, version: str, kernel: KernelTarget) -> dict[str, str]:
+        lay = self.layout
+        return {
+            "kernelver": kernel.kver,
+            "arch": kernel.arch,
+            "kernel_source_dir": os.fspath(kernel.source_dir),
+            "kernel_config": os.fspath(kernel.config),
+            "dkms_tree": os.fspath(lay.dkms_tree),
+            "source_tree": os.fspath(lay.source_tree),
+            "install_tree": os.fspath(lay.install_tree),
+            "tmp_location": os.fspath(lay.tmp),
+            "module": module,
+            "module_version": version,
+            "parallel_jobs": self.parallel_jobs,
+            "running_distribution": self.distro,
+            "addon_modules_dir": self.addon_modules_dir,
+            "current_kernel": os.uname().release,
+            "verbose": "true" if self.options.verbose else "",
+        }
+
+    def print_diagnostics(self, diags: list[dkmsconf.Diagnostic]) -> None:
+        for d in diags:
+            if d.stream == "out":
+                self.console.print(d.text)
+            else:
+                self.console.eprint(d.text)
+
+    def read_conf(
+        self,
+        module: str,
+        version: str,
+        kver: str,
+        arch: str,
+        path: str | None = None,
+        *,
+        strict: bool = False,
+        or_die: bool = True,
+    ) -> dkmsconf.ModuleConf:
+        """Upstream's read_conf[_strict][_or_die]."""
+        conf_file = path or self.options.conf or os.fspath(self.layout.source_link(module, version) / "dkms.conf")
+        if not os.access(conf_file, os.R_OK):
+            raise DkmsError(4, "Could not locate dkms.conf file.", f"File: {conf_file} does not exist.")
+        key = (module, version, kver, arch, os.path.realpath(conf_file))
+        memo_key = self._memo_key(key) if self.conf_memo is not None else None
+        if self.last_conf_key == key and self.last_conf is not None:
+            conf = self.last_conf
+        elif memo_key is not None and self.conf_memo is not None and memo_key in self.conf_memo:
+            conf = self.conf_memo[memo_key]
+            self.last_conf_key, self.last_conf = key, conf
+        else:
+            kernel = self.kernel(kver, arch)
+            files = [Path(conf_file), *self.layout.conf_overrides(module, version, kver, arch)]
+            result = dkmsconf.read_values(files, scope=self.conf_scope(module, version, kernel), env=self.build_env())
+            vmlinux_clang = False
+            vmlinux = kernel.source_dir / "vmlinux"
+            if vmlinux.exists():
+                res = run.run(["readelf", "-p", ".comment", vmlinux], stderr=run.STDOUT)
+                vmlinux_clang = "clang" in res.stdout
+            conf = dkmsconf.resolve(
+                result,
+                path=Path(conf_file),
+                kernel=kernel,
+                running_distribution=self.distro,
+                default_build_dir=self.layout.build_dir(module, version),
+                dest_location=self.dest_location,
+                directives=self.options.directives,
+                deprecation_warnings=strict,
+                vmlinux_is_clang=vmlinux_clang,
+            )
+            for name, value in self.options.directives:
+                self.exported[name] = value
+            self.print_diagnostics(conf.diagnostics)
+            if conf.ok:
+                self.last_conf_key, self.last_conf = key, conf
+                # one that printed warnings is read again, so its warnings show as often as before
+                if memo_key is not None and self.conf_memo is not None and not conf.diagnostics:
+                    self.conf_memo[memo_key] = conf
+        ok = conf.ok
+        if ok and strict:
+            diags, ok = dkmsconf.strict_checks(conf)
+            self.print_diagnostics(diags)
+        if not ok and or_die:
+            shown = path or self.options.conf
+            raise DkmsError(8, "Bad conf file.", f"File: {shown} does not represent a valid dkms.conf file.")
+        return conf
+
+    def _memo_key(self, key: tuple[str, ...]) -> tuple[object, ...] | None:
+        module, version, kver, arch, conf_file = key
+        try:
+            st = os.stat(conf_file)
+        except OSError:
+            return None
+        ids: list[object] = [(st.st_ino, st.st_mtime_ns, st.st_size)]
+        for f in self.layout.conf_overrides(module, version, kver, arch):
+            try:
+                st = f.stat()
+                ids.append((os.fspath(f), st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                pass  # absent overrides are the common case
+        o = self.options
+        return (*key, *ids, tuple(o.directives), o.kernel_source_dir, o.kernel_config)
+
+    def build_env(self) -> dict[str, str]:
+        env = {k: v for k, v in self.env.items() if k not in ("CC", "CXX", "CFLAGS", "CXXFLAGS", "LDFLAGS")}
+        env.update(self.exported)
+        return env

@@ -1,0 +1,1 @@
+"""One (module, kernel) step each: add, build, sign, install, depmod, scripts, journal."""

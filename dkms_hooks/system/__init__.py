@@ -1,0 +1,1 @@
+"""The seams: child processes, the tree lock, the console and live progress, exceptions."""

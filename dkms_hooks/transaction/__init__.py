@@ -1,0 +1,1 @@
+"""The one engine: planner, scheduler, per-kernel effects, recovery, policies."""

@@ -1,0 +1,153 @@
+"""The one way jobs run: a planned graph, one job after another when the budget is one job,
+else side by side in one jobserver; a job's output is printed whole, in the order a serial
+run prints it. What differs between callers comes in as arguments: what one job does, how
+signing is prepared, and what to do as each job ends."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from dkms_hooks.model import tree
+from dkms_hooks.model.context import Context
+from dkms_hooks.model.jobs import Job
+from dkms_hooks.ops import ccprobe, signing
+from dkms_hooks.system import progress
+from dkms_hooks.system.compat import StrEnum
+from dkms_hooks.system.console import BufferConsole
+from dkms_hooks.system.errors import EXIT_INTERNAL, EXIT_SKIPPED, DkmsError, report
+from dkms_hooks.transaction import scheduler
+from dkms_hooks.transaction.planner import Graph
+
+#: what one job does; returns its exit code (0, EXIT_SKIPPED, or a failure)
+Body = Callable[[Context, Job], int]
+#: signing for a kernel, prepared before its builds
+Prepare = Callable[[Context, str, str], None]
+
+
+class Presign(StrEnum):
+    #: each build prepares its own signing (upstream's build and install over kernels)
+    none = "none"
+    #: before the first build, in the run's order; an error ends the run (upstream's autoinstall)
+    first = "first"
+    #: beside the first builds, which wait for it only when they come to sign; an error is
+    #: printed and each build then meets it itself (host events, plan --build)
+    beside = "beside"
+
+
+def run(ctx: Context, plan: Graph, body: Body, *, presign: Presign = Presign.none,
+        prepare: Prepare = signing.prepare_kernel_and_signing,
+        on_done: Callable[[int, int], None] | None = None) -> list[int | None]:
+    """Each job's exit code, or None for a job that did not run because a job it needs
+    failed. ``on_done(i, code)`` is called as each job ends, in its thread and holding its
+    token: work done there (a kernel's depmod once its last job is done) counts in the budget."""
+    jobs = plan.jobs
+    if not jobs:
+        return []
+    first = plan.first_to_build(lambda j: tree.is_built(ctx.layout, j.module, j.version, j.kver, j.arch))
+    kernels = dict.fromkeys((j.kver, j.arch) for j in jobs[first:]) if first is not None else {}
+    memo = ctx.conf_memo
+    if memo is None:
+        ctx.conf_memo = {}  # the jobs read each dkms.conf once between them
+    try:
+        with ccprobe.for_transaction(ctx, (j.kver for j in jobs)):
+            if ctx.budget() <= 1 or len(jobs) == 1:
+                return _serial(ctx, plan, body, presign, prepare, first, on_done)
+            return _parallel(ctx, plan, body, presign, prepare, first, kernels, on_done)
+    finally:
+        ctx.conf_memo = memo
+
+
+def _serial(ctx: Context, plan: Graph, body: Body, presign: Presign, prepare: Prepare, first: int | None,
+            on_done: Callable[[int, int], None] | None) -> list[int | None]:
+    results: list[int | None] = []
+    for i, job in enumerate(plan.jobs):
+        if _blocked([results[d] for d in plan.needs[i]]):
+            results.append(None)
+            continue
+        if presign is not Presign.none and first is not None and i >= first \
+                and not tree.is_built(ctx.layout, job.module, job.version, job.kver, job.arch):
+            _prepare(ctx, prepare, job.kver, job.arch, fatal=presign is Presign.first)
+        code = _guarded(body, ctx, job)
+        results.append(code)
+        if on_done is not None:
+            on_done(i, code)
+    return results
+
+
+def _parallel(ctx: Context, plan: Graph, body: Body, presign: Presign, prepare: Prepare, first: int | None,
+              kernels: dict[tuple[str, str], None], on_done: Callable[[int, int], None] | None) -> list[int | None]:
+    prologue = BufferConsole(quiet=ctx.console.quiet)
+    ready: threading.Event | None = None
+    if presign is not Presign.none and first is not None:
+
+        def prepare_all() -> None:
+            for kver, arch in kernels:
+                kctx = ctx.fork(prologue)
+                _prepare(kctx, prepare, kver, arch, fatal=presign is Presign.first)
+                if kctx.signing is not None:
+                    ctx.presigned[f"{kver}/{arch}"] = kctx.signing
+
+        if presign is Presign.first:
+            prepare_all()
+        else:
+            ready = threading.Event()
+
+            def beside() -> None:
+                try:
+                    prepare_all()
+                finally:
+                    assert ready is not None
+                    ready.set()
+
+            threading.Thread(target=beside, daemon=True).start()
+    jobserver = scheduler.JobServer(ctx.budget())
+    private = ctx.private_builds
+    ctx.private_builds = plan.repeats_modules
+
+    def run_one(i: int, console: BufferConsole) -> int:
+        job_ctx = ctx.fork(console, jobserver)
+        job_ctx.signing_ready = ready
+        try:
+            return _guarded(body, job_ctx, plan.jobs[i])
+        finally:
+            if i == first:
+                if ready is not None:
+                    ready.wait()
+                console.items[:0] = prologue.items
+
+    live = progress.for_console(ctx.console, ctx.env, [j.label for j in plan.jobs])
+    try:
+        return scheduler.run_jobs(list(range(len(plan.jobs))), plan.deps, run_one, budget=ctx.budget(),
+                                  console=ctx.console, jobserver=jobserver,
+                                  blocked=lambda i, res: _blocked([res[d] for d in plan.needs[i]]),
+                                  on_done=on_done, progress=live)
+    finally:
+        jobserver.close()
+        ctx.private_builds = private
+
+
+def _blocked(needed: list[int | None]) -> bool:
+    """A job does not run when a job it needs failed or did not run (a module skipped by
+    BUILD_EXCLUSIVE counts as done: upstream's autoinstall goes on past it)."""
+    return any(r is None or r not in (0, EXIT_SKIPPED) for r in needed)
+
+
+def _guarded(body: Body, ctx: Context, job: Job) -> int:
+    try:
+        return body(ctx, job)
+    except DkmsError as e:  # a body that does not report its own errors
+        report(ctx.console, e)
+        return e.code
+    except Exception as e:  # noqa: BLE001 - one job's bug must not stop the others
+        ctx.console.error(f"internal error in {job.label}: {e!r}")
+        return EXIT_INTERNAL
+
+
+def _prepare(ctx: Context, prepare: Prepare, kver: str, arch: str, *, fatal: bool) -> None:
+    try:
+        prepare(ctx, kver, arch)
+    except DkmsError as e:
+        if fatal:
+            raise
+        report(ctx.console, e)
