@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 
 from dkms_hooks.cli import cmdline
-from dkms_hooks.model.context import Options
+from dkms_hooks.model.options import Options
 
 
 def test_forms_of_values() -> None:
     p = cmdline.parse(["build", "-m", "foo/1.0", "-k", "6.1/x86_64", "--kernelver=6.2", "--arch=arm64", "-j", "3"])
     o = p.options
     assert (o.action, o.module, o.version) == ("build", "foo", "1.0")
-    assert o.kernels == ["6.1", "6.2"]
-    assert o.arches == ["x86_64", "arm64"]
+    assert o.kernels == ("6.1", "6.2")
+    assert o.arches == ("x86_64", "arm64")
     assert o.parallel_jobs == "3"
 
 
@@ -42,7 +42,7 @@ def test_unknown_and_deprecated_options() -> None:
 
 def test_directives_and_trees() -> None:
     p = cmdline.parse(["build", "--directive", "MAKE=make foo", "--dkmstree=/t", "--installtree", "/i"])
-    assert p.options.directives == [("MAKE", "make foo")]
+    assert p.options.directives == (("MAKE", "make foo"),)
     assert p.trees == {"dkms_tree": "/t", "install_tree": "/i"}
 
 

@@ -9,8 +9,6 @@ import sys
 import pytest
 from conftest import EXAMPLE, KERNELS, Sandbox, needs_kernel
 
-from dkms_hooks.cli import debian
-
 
 def helper(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
     (sandbox.etc / "framework.conf").write_text(

@@ -3,6 +3,9 @@ their module, one depmod per kernel, the summary, critical modules, queued work.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from conftest import KERNELS, Sandbox, needs_kernel
 from modsrc import builds_overlapped, write_module, write_overlap_probe
@@ -173,3 +176,53 @@ def test_a_source_directory_dkms_would_not_find_is_a_failure_with_the_reason(san
     assert (f"  failed     {sandbox.source_tree}/empty-1: its dkms.conf sets no PACKAGE_NAME and PACKAGE_VERSION "
             "[optional: the transaction goes on]\n") in res.stdout
     assert sandbox.snapshot() == before
+
+
+@pytest.mark.kernel
+@needs_kernel
+def test_a_failed_build_depends_stops_its_dependents(sandbox: Sandbox) -> None:
+    """One planner for every request: a dependent of a module that failed is not built (as
+    upstream's autoinstall does), and the summary says why."""
+    k = KERNELS[0]
+    sandbox.add_kernel(k)
+    write_module(sandbox.source_tree, "base", extra_c="#error broken on purpose")
+    write_module(sandbox.source_tree, "top", conf='PACKAGE_NAME="top"\nPACKAGE_VERSION="1.0"\n'
+                 'BUILT_MODULE_NAME[0]="top"\nDEST_MODULE_LOCATION[0]="/updates"\nAUTOINSTALL="yes"\n'
+                 'BUILD_DEPENDS[0]="base"\n')
+    res = sandbox.event("apt", "trigger")
+    assert res.returncode == 0, res.output
+    assert f"  failed     base/1.0, {k}: exit 10" in res.stdout
+    assert (f"  failed     top/1.0, {k}: not built: its BUILD_DEPENDS base failed [optional: the transaction "
+            "goes on]\n") in res.stdout
+    assert "==> top/1.0" not in res.stdout
+    plain = sandbox.dkms("autoinstall", "-k", k)
+    assert plain.returncode == 11 and "top/1.0 autoinstall failed due to missing dependencies: base." in plain.stdout
+
+
+@pytest.mark.kernel
+@needs_kernel
+def test_plugins_hear_of_every_module_installed_and_removed(sandbox: Sandbox, tmp_path: Path) -> None:
+    """dkms_module_installed and dkms_module_removed reach a third-party plugin."""
+    k = KERNELS[0]
+    sandbox.add_kernel(k)
+    site = tmp_path / "site"
+    site.mkdir()
+    heard = tmp_path / "heard"
+    (site / "listening_dkms.py").write_text(
+        "from dkms_hooks import hookimpl\n\n"
+        "@hookimpl\n"
+        "def dkms_module_installed(module, version, kver, arch, layout):\n"
+        f"    open({str(heard)!r}, 'a').write(f'installed {{module}}/{{version}} {{kver}} {{arch}}\\n')\n\n"
+        "@hookimpl\n"
+        "def dkms_module_removed(module, version, kver, arch, layout):\n"
+        f"    open({str(heard)!r}, 'a').write(f'removed {{module}}/{{version}} {{kver}} {{arch}}\\n')\n")
+    info = site / "listening_dkms-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: listening-dkms\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[dkms_hooks]\nlistening = listening_dkms\n")
+    env = {"PYTHONPATH": ":".join(filter(None, [str(site), sandbox.env.get("PYTHONPATH", ""),
+                                                  os.environ.get("PYTHONPATH", "")]))}
+    write_module(sandbox.source_tree, "heardof")
+    assert sandbox.event("apt", "trigger", env=env).returncode == 0
+    assert sandbox.event("kernel-install", "remove", k, "/boot/entry", env=env).returncode == 0
+    assert heard.read_text() == f"installed heardof/1.0 {k} x86_64\nremoved heardof/1.0 {k} x86_64\n"

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from conftest import REPO, checkout_files, needs_git
 
-from dkms_hooks.cli import debian
 from dkms_hooks.model.paths import Layout
 from dkms_hooks.system import compat
 

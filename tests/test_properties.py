@@ -59,7 +59,7 @@ _WORDS = ["-m", "-v", "-k", "-a", "--all", "--force", "-q", "-j", "--directive",
 @given(st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=8)), max_size=10))
 def test_option_parser_never_raises(argv: list[str]) -> None:
     parsed = cmdline.parse(argv)
-    assert isinstance(parsed.options.kernels, list)
+    assert isinstance(parsed.options.kernels, tuple)
 
 
 _DIRECTIVES = ("PACKAGE_NAME", "PACKAGE_VERSION", "BUILT_MODULE_NAME", "BUILT_MODULE_LOCATION",

@@ -4,12 +4,14 @@ which argparse cannot reproduce."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from dkms_hooks.model.context import Options
+from dkms_hooks.model.options import Options
 
 ACTIONS = re.compile(
     r"^(remove|(auto|un)?install|match|mktarball|(un)?build|add|status|ldtarball|generate_mok"
@@ -67,9 +69,32 @@ def _shell_read(value: str) -> str:
     return value.split("\n", 1)[0].strip(" \t")
 
 
+class _Draft:
+    """Options being read: the same fields, lists still growing."""
+
+    def __init__(self) -> None:
+        for f in dataclasses.fields(Options):
+            setattr(self, f.name, list(f.default) if isinstance(f.default, tuple) else f.default)
+
+    def done(self) -> Options:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(Options):
+            v = getattr(self, f.name)
+            values[f.name] = tuple(v) if isinstance(v, list) else v
+        return Options(**values)
+
+
 def parse(argv: Sequence[str]) -> Parsed:
-    o = Options()
-    p = Parsed(o)
+    p = Parsed(Options())
+    o: Any = _Draft()  # the fields of Options, set one by one
+    try:
+        _read(argv, o, p)
+    finally:
+        p.options = o.done()
+    return p
+
+
+def _read(argv: Sequence[str], o: Any, p: Parsed) -> None:
     args = list(argv)
     i = 0
 
@@ -105,7 +130,7 @@ def parse(argv: Sequence[str]) -> Parsed:
             p.events.append(("quiet", ""))
         elif a in ("--version", "-V"):
             p.show_version = True
-            return p
+            return
         elif a in ("--no-initrd", "--no-clean-kernel", "--no-prepare-kernel"):
             p.events.append(("deprecated", a))
         elif a in _SWITCHES:
@@ -134,14 +159,14 @@ def parse(argv: Sequence[str]) -> Parsed:
             o.parallel_jobs = value(a)
         elif a in ("--help", "-h"):
             p.show_help = True
-            return p
+            return
         elif a.startswith("-"):
             p.unknown_option = a
-            return p
+            return
         elif ACTIONS.match(a):
             if o.action:
                 p.more_than_one_action = True
-                return p
+                return
             o.action = a
         elif Path(a).is_file() and a.endswith("dkms.conf"):
             o.try_source_tree = a[: -len("dkms.conf")] + "./"
@@ -160,4 +185,3 @@ def parse(argv: Sequence[str]) -> Parsed:
             p.events.append(("warn", f"I do not know how to handle {a}."))
             o.positional.append(a)
         i += 1
-    return p

@@ -4,6 +4,7 @@ codes in one place."""
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import sys
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 from dkms_hooks import UPSTREAM_RELEASE
 from dkms_hooks.cli import cmdline
 from dkms_hooks.model import distro, safety, settings
-from dkms_hooks.model.context import Context
+from dkms_hooks.model.context import Context, Shell
 from dkms_hooks.model.kernel import version_sort_key
 from dkms_hooks.model.paths import Layout
 from dkms_hooks.ops import journal
@@ -59,9 +60,9 @@ def _have_one_kernel(ctx: Context, action: str) -> None:
                            "command line.")
 
 
-def _default_arch(ctx: Context) -> str:
-    if distro.is_rpm_family(ctx.distro) and ctx.options.kernels and run.which("rpm", ctx.env):
-        owner = run.run(["rpm", "-qf", ctx.layout.install_tree / ctx.options.kernels[0]], stderr=run.DEVNULL)
+def _default_arch(ctx: Context, kernels: list[str]) -> str:
+    if distro.is_rpm_family(ctx.distro) and kernels and run.which("rpm", ctx.env):
+        owner = run.run(["rpm", "-qf", ctx.layout.install_tree / kernels[0]], stderr=run.DEVNULL)
         pkgs = [line for line in owner.stdout.splitlines() if "not owned" not in line and "kernel" in line]
         if pkgs:
             res = run.run(["rpm", "-q", "--queryformat", "%{ARCH}", pkgs[0]], stderr=run.DEVNULL)
@@ -70,30 +71,33 @@ def _default_arch(ctx: Context) -> str:
     return distro.machine_arch()
 
 
-def _setup_kernels(ctx: Context, action: str) -> None:
+def _setup_kernels(ctx: Context, action: str) -> Context:
+    """The run's kernels and arches, as upstream's setup_kernels_arches completes them."""
     o = ctx.options
+    kernels, arches = list(o.kernels), list(o.arches)
     if o.all and action != "status":
         lines = [f"{e.state} {e.module}/{e.version}/{e.kver}/{e.arch}"
                  for m, v in [(o.module, o.version)] for e in _built(ctx, m, v)]
         for line in sorted(lines, key=version_sort_key):
             ka = line.split("/", 2)[2]
             k, _, a = ka.rpartition("/")
-            o.kernels.append(k)
-            o.arches.append(a)
+            kernels.append(k)
+            arches.append(a)
     if action != "status":
-        if not o.kernels and not o.all:
-            o.kernels.append(os.uname().release)
-        if not o.arches:
-            o.arches.append(_default_arch(ctx))
-    if len(o.arches) == 1 and len(o.kernels) > 1:
-        o.arches += [o.arches[0]] * (len(o.kernels) - 1)
+        if not kernels and not o.all:
+            kernels.append(os.uname().release)
+        if not arches:
+            arches.append(_default_arch(ctx, kernels))
+    if len(arches) == 1 and len(kernels) > 1:
+        arches += [arches[0]] * (len(kernels) - 1)
     if action != "status":
-        for i, k in enumerate(o.kernels):
+        for i, k in enumerate(kernels):
             if not k:
                 raise DkmsError(16, f"Empty kernelver[{i}]")
-        for i, a in enumerate(o.arches):
+        for i, a in enumerate(arches):
             if not a:
                 raise DkmsError(16, f"Empty arch[{i}]")
+    return ctx.with_options(kernels=tuple(kernels), arches=tuple(arches))
 
 
 def _check_names(ctx: Context) -> None:
@@ -185,7 +189,7 @@ def _put_on(ctx: Context) -> int:
         verbs.add_verb(ctx)
         return 0
     if not o.module and not o.version and (o.try_source_tree or o.archive):
-        verbs.add_verb(ctx)
+        ctx = verbs.add_verb(ctx)
         ctx.console.print("")
     verbs.check_module_args(ctx, action)
     if action == "build":
@@ -333,23 +337,19 @@ def _build_context(parsed: cmdline.Parsed, console: Console, env: dict[str, str]
         install_tree=Path(trees["install_tree"]),
         tmp=Path(framework.get("tmp_location") or layout.tmp),
     )
-    o = parsed.options
-    if framework.get("verbose"):
-        o.verbose = True
-    if framework.get("symlink_modules"):
-        o.symlink_modules = True
+    o = dataclasses.replace(parsed.options, verbose=parsed.options.verbose or bool(framework.get("verbose")),
+                            symlink_modules=parsed.options.symlink_modules or bool(framework.get("symlink_modules")))
     hooks = settings.load_hooks_settings(layout.settings_toml)
-    ctx = Context(layout=layout, console=console, distro=running, env=env, framework=framework, options=o,
-                  plugins=PluginCalls(None, running, layout),
-                  hooks=hooks, addon_modules_dir=addon)
     jobs = o.parallel_jobs if o.parallel_jobs is not None else framework.get("parallel_jobs", "")
     if not jobs:
         # upstream asks nproc(1); `dkms conf` does too, so a pinned nproc shows in the values it
         # prints; everything else takes the same number from the CPU affinity, without a process
         cpus = settings.nproc(env) if o.action == "conf" else str(len(os.sched_getaffinity(0)))
         jobs = str(hooks.jobs) if hooks.jobs else cpus
-    ctx.parallel_jobs = "" if jobs == "0" else jobs
-    return ctx
+    return Context(layout=layout, console=console, distro=running, env=env, framework=framework, options=o,
+                   plugins=PluginCalls(None, running, layout), hooks=hooks, addon_modules_dir=addon,
+                   parallel_jobs="" if jobs == "0" else jobs,
+                   shell=Shell(force=o.force, force_version_override=o.force_version_override))
 
 
 def _split_event(args: list[str]) -> tuple[list[str], list[str]] | None:
@@ -370,12 +370,12 @@ def run_event(ctx: Context, event_args: list[str], *, system: bool = False) -> i
     if not event_args:
         raise DkmsError(2, "Usage: dkms event SOURCE [ARGS...]")
     source, argv = event_args[0], event_args[1:]
-    ctx.plugins = PluginCalls(manager.get_plugin_manager(), ctx.distro, ctx.layout)
-    event = ctx.plugins.parse_event(source, argv, ctx.env, sys.stdin)
+    plugins = PluginCalls(manager.get_plugin_manager(), ctx.distro, ctx.layout)
+    event = plugins.parse_event(source, argv, ctx.env, sys.stdin)
     if event is None:
         raise DkmsError(2, f"No adapter handles events from {source!r}.")
-    if not ctx.options.arches:
-        ctx.options.arches.append(distro.machine_arch())
+    ctx = dataclasses.replace(ctx, plugins=plugins, options=dataclasses.replace(
+        ctx.options, arches=ctx.options.arches or (distro.machine_arch(),)))
 
     notes = []
     if system and event.source == "apt":
@@ -514,7 +514,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
             raise DkmsError(2, f"The action {o.action} does not support --json.")
         if o.plan_build and o.action != "plan":
             raise DkmsError(2, "Only the action plan takes --build.")
-        _setup_kernels(ctx, o.action)
+        ctx = _setup_kernels(ctx, o.action)
         _check_names(ctx)
         if o.action in _MUTATING:
             with locking.tree_lock(ctx.layout.dkms_tree, ctx.console):

@@ -88,7 +88,7 @@ def document(ctx: Context) -> dict[str, object]:
     cache = StatusCache(ctx)
     entries: list[dict[str, object]] = []
     try:
-        targets = list(zip(o.kernels, o.arches + [""] * len(o.kernels))) or [("", o.arches[0] if o.arches else "")]
+        targets = list(zip(o.kernels, (*o.arches, *[""] * len(o.kernels)))) or [("", o.arches[0] if o.arches else "")]
         for kver, arch in targets:
             for e in tree.status_entries(ctx.layout, o.module, o.version, kver, arch):
                 entries.append(_entry(ctx, e, cache, kver, arch))

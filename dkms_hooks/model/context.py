@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dkms_hooks.model import dkmsconf
 from dkms_hooks.model.kernel import KernelTarget
+from dkms_hooks.model.options import Options
 from dkms_hooks.model.paths import Layout
 from dkms_hooks.model.settings import HooksSettings
 from dkms_hooks.system import run
@@ -21,10 +22,24 @@ from dkms_hooks.system.errors import DkmsError
 
 TYPE_CHECKING = False  # see __init__.py
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Any, Protocol, TextIO
 
     from dkms_hooks.model.events import Event
+    from dkms_hooks.system.run import RunAs
+
+    class Jobserver(Protocol):
+        """GNU make's jobserver of a run (transaction/scheduler.py)."""
+
+        @property
+        def makeflags(self) -> str: ...
+        @property
+        def fds(self) -> tuple[int, int]: ...
+
+    class ProbeAnswers(Protocol):
+        """Kbuild's compiler probes answered once (ops/ccprobe.py)."""
+
+        def env(self, env: Mapping[str, str], own_dir: Path, user: RunAs | None) -> dict[str, str]: ...
 
     class Plugins(Protocol):
         """What the layers below the face ask of the plugins (plugins/calls.py)."""
@@ -42,39 +57,6 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Options:
-    action: str = ""
-    module: str = ""
-    version: str = ""
-    kernels: list[str] = field(default_factory=list)
-    arches: list[str] = field(default_factory=list)
-    conf: str = ""
-    template_kernel: str = ""
-    archive: str = ""
-    kernel_source_dir: str = ""
-    kernel_config: str = ""
-    try_source_tree: str = ""
-    force: bool = False
-    force_version_override: bool = False
-    all: bool = False
-    verbose: bool = False
-    rpm_safe_upgrade: bool = False
-    binaries_only: bool = False
-    source_only: bool = False
-    no_depmod: bool = False
-    modprobe_on_install: bool = False
-    symlink_modules: bool = False
-    directives: list[tuple[str, str]] = field(default_factory=list)
-    parallel_jobs: str | None = None
-    # options of our own
-    raw: bool = False
-    json: bool = False
-    #: plan --build: try the builds in a scratch tree
-    plan_build: bool = False
-    positional: list[str] = field(default_factory=list)
-
-
-@dataclass
 class Signing:
     enabled: bool
     sign_file: str = ""
@@ -84,7 +66,58 @@ class Signing:
 
 
 @dataclass
+class Shell:
+    """What upstream keeps in globals that a ``( ... )`` subshell changes for itself only:
+    the last dkms.conf read, the kernel whose signing was prepared, --force as install
+    turns it on. Each job gets a copy; ``Context.subshell`` puts it back after a block."""
+
+    last_conf_key: tuple[str, ...] | None = None
+    last_conf: dkmsconf.ModuleConf | None = None
+    prepared_kernel: str = "none"
+    signing: Signing | None = None
+    force: bool = False
+    force_version_override: bool = False
+    #: --directive names, exported to the environment of builds as upstream does (kept
+    #: after a subshell, as upstream's export is)
+    exported: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TxState:
+    """The transaction in flight, shared by the contexts of all its jobs. The transaction
+    layer sets it up and reads it; a step only records in it what it changed."""
+
+    #: kernels whose depmod waits for the end of the transaction (None: run it at once)
+    depmod_batch: set[str] | None = None
+    #: module file names installed or removed, per kernel
+    changed: dict[str, set[str]] = field(default_factory=dict)
+    #: kernels for which a changed module asked for a new initramfs (REMAKE_INITRD=yes)
+    remake_initrd: set[str] = field(default_factory=set)
+    #: signing prepared once per kernel ("kver/arch") for the whole run, shared by its jobs
+    presigned: dict[str, Signing] = field(default_factory=dict)
+    #: builds that allow it run in a directory of their own per kernel, so one module
+    #: builds for several kernels at once
+    private_builds: bool = False
+    #: every dkms.conf read so far, shared by the jobs, so that checks that look at every
+    #: module (BUILD_DEPENDS_REBUILD) do not re-run bash per job. Keyed on the files'
+    #: identity and the kernel, so an edited file is read again.
+    conf_memo: dict[tuple[object, ...], dkmsconf.ModuleConf] | None = None
+    #: kbuild's compiler probes answered once, shared by the builds for a kernel
+    cc_probes: ProbeAnswers | None = None
+
+    def note_change(self, kver: str, names: list[str], *, remake_initrd: bool = False) -> None:
+        """A step installed or removed these module files for ``kver``."""
+        self.changed.setdefault(kver, set()).update(names)
+        if remake_initrd:
+            self.remake_initrd.add(kver)
+
+
+@dataclass(frozen=True)
 class Context:
+    """One dkms run: what it was asked (options), where (layout), with which settings,
+    console and plugins. Set up once at the entry point and never changed; a job running
+    beside others gets a fork (its own console and Shell, the same TxState)."""
+
     layout: Layout
     console: Console
     distro: str
@@ -94,56 +127,35 @@ class Context:
     hooks: HooksSettings = field(default_factory=HooksSettings)
     addon_modules_dir: str = ""
     parallel_jobs: str = ""
-    # upstream's globals that a subshell changes only for itself
-    last_conf_key: tuple[str, ...] | None = None
-    last_conf: dkmsconf.ModuleConf | None = None
-    prepared_kernel: str = "none"
-    signing: Signing | None = None
-    #: --directive names, exported to the environment of builds as upstream does
-    exported: dict[str, str] = field(default_factory=dict)
-    #: in an event transaction: kernels whose depmod waits for the end (None: run it at once)
-    depmod_batch: set[str] | None = None
-    #: in an event transaction: module file names installed or removed, per kernel
-    changed: dict[str, set[str]] = field(default_factory=dict)
-    #: kernels for which a changed module asked for a new initramfs (REMAKE_INITRD=yes)
-    remake_initrd: set[str] = field(default_factory=set)
     #: the plugins, through typed calls: the plugin manager's for events, else the built-in policy
     plugins: Plugins | None = None
-
-    #: set while several jobs share one budget: make joins this jobserver instead of -jN
-    jobserver: Any = None
-    #: signing prepared once per kernel for a whole transaction (events), shared by its jobs
-    presigned: dict[str, Signing] = field(default_factory=dict)
-    #: set once the transaction's signing (``presigned``) is prepared; until then a build
+    shell: Shell = field(default_factory=Shell)
+    tx: TxState = field(default_factory=TxState)
+    #: a job's: the run's jobserver, which its makes join instead of -jN
+    jobserver: Jobserver | None = None
+    #: a job's: set once the run's signing (tx.presigned) is prepared; until then a build
     #: goes ahead and waits for it only when it comes to sign
     signing_ready: threading.Event | None = None
-    #: in a transaction of many jobs: builds that allow it run in a directory of their own
-    #: per kernel, so one module builds for several kernels at once
-    private_builds: bool = False
-    #: in a transaction of many jobs: every dkms.conf read so far, shared by the jobs, so that
-    #: checks that look at every module (BUILD_DEPENDS_REBUILD) do not re-run bash per job.
-    #: Keyed on the files' identity and the kernel, so an edited file is read again.
-    conf_memo: dict[tuple[object, ...], dkmsconf.ModuleConf] | None = None
-    #: in a transaction building several modules for a kernel: kbuild's compiler probes
-    #: answered once (a ccprobe.ProbeCache), shared by the jobs
-    cc_probes: Any = None
 
-    def fork(self, console: Console, jobserver: Any = None) -> Context:
-        """A context for one job running beside others: its own console and the state
-        upstream keeps per subshell; the trees, settings and transaction records shared.
-        Given a jobserver, its makes take their jobs from it."""
-        import copy
-
-        options = copy.copy(self.options)
-        options.kernels = list(self.options.kernels)
-        options.arches = list(self.options.arches)
-        return dataclasses.replace(self, console=console, options=options,
-                                   jobserver=jobserver if jobserver is not None else self.jobserver)
+    def fork(self, console: Console, jobserver: Jobserver | None = None,
+             signing_ready: threading.Event | None = None) -> Context:
+        """A context for one job running beside others: its own console and a copy of the
+        Shell; the trees, settings and transaction shared. Given a jobserver, its makes
+        take their jobs from it."""
+        shell = dataclasses.replace(self.shell, exported=dict(self.shell.exported))
+        return dataclasses.replace(self, console=console, shell=shell,
+                                   jobserver=jobserver if jobserver is not None else self.jobserver,
+                                   signing_ready=signing_ready if signing_ready is not None else self.signing_ready)
 
     def with_options(self, **changes: Any) -> Context:
         """A context for one verb run on behalf of a transaction (the engine removing a
-        module): its own copy of the options, changed; everything else shared."""
+        module): other options, the same Shell and transaction."""
         return dataclasses.replace(self, options=dataclasses.replace(self.options, **changes))
+
+    def in_transaction(self, tx: TxState) -> Context:
+        """The same run with another transaction state (a scratch tree's)."""
+        return dataclasses.replace(self, tx=tx, shell=Shell(force=self.options.force,
+                                                             force_version_override=self.options.force_version_override))
 
     def budget(self) -> int:
         try:
@@ -163,22 +175,17 @@ class Context:
         """The package that brings ``kver``'s headers, or ""."""
         return self.plugins.headers_hint(kver) if self.plugins is not None else ""
 
-    def note_change(self, kver: str, names: list[str], *, remake_initrd: bool = False) -> None:
-        self.changed.setdefault(kver, set()).update(names)
-        if remake_initrd:
-            self.remake_initrd.add(kver)
-
     @contextlib.contextmanager
     def subshell(self) -> Iterator[None]:
         """Run a block the way upstream runs a ``( ... )`` subshell: what it changes in the
         shared state is forgotten afterwards."""
-        saved = (self.last_conf_key, self.last_conf, self.prepared_kernel, self.signing,
-                 self.options.force, self.options.force_version_override)
+        sh = self.shell
+        saved = (sh.last_conf_key, sh.last_conf, sh.prepared_kernel, sh.signing, sh.force, sh.force_version_override)
         try:
             yield
         finally:
-            (self.last_conf_key, self.last_conf, self.prepared_kernel, self.signing,
-             self.options.force, self.options.force_version_override) = saved
+            (sh.last_conf_key, sh.last_conf, sh.prepared_kernel, sh.signing, sh.force,
+             sh.force_version_override) = saved
 
     def kernel(self, kver: str, arch: str) -> KernelTarget:
         o = self.options
@@ -233,12 +240,12 @@ class Context:
         if not os.access(conf_file, os.R_OK):
             raise DkmsError(4, "Could not locate dkms.conf file.", f"File: {conf_file} does not exist.")
         key = (module, version, kver, arch, os.path.realpath(conf_file))
-        memo_key = self._memo_key(key) if self.conf_memo is not None else None
-        if self.last_conf_key == key and self.last_conf is not None:
-            conf = self.last_conf
-        elif memo_key is not None and self.conf_memo is not None and memo_key in self.conf_memo:
-            conf = self.conf_memo[memo_key]
-            self.last_conf_key, self.last_conf = key, conf
+        memo_key = self._memo_key(key) if self.tx.conf_memo is not None else None
+        if self.shell.last_conf_key == key and self.shell.last_conf is not None:
+            conf = self.shell.last_conf
+        elif memo_key is not None and self.tx.conf_memo is not None and memo_key in self.tx.conf_memo:
+            conf = self.tx.conf_memo[memo_key]
+            self.shell.last_conf_key, self.shell.last_conf = key, conf
         else:
             kernel = self.kernel(kver, arch)
             files = [Path(conf_file), *self.layout.conf_overrides(module, version, kver, arch)]
@@ -260,13 +267,13 @@ class Context:
                 vmlinux_is_clang=vmlinux_clang,
             )
             for name, value in self.options.directives:
-                self.exported[name] = value
+                self.shell.exported[name] = value
             self.print_diagnostics(conf.diagnostics)
             if conf.ok:
-                self.last_conf_key, self.last_conf = key, conf
+                self.shell.last_conf_key, self.shell.last_conf = key, conf
                 # one that printed warnings is read again, so its warnings show as often as before
-                if memo_key is not None and self.conf_memo is not None and not conf.diagnostics:
-                    self.conf_memo[memo_key] = conf
+                if memo_key is not None and self.tx.conf_memo is not None and not conf.diagnostics:
+                    self.tx.conf_memo[memo_key] = conf
         ok = conf.ok
         if ok and strict:
             diags, ok = dkmsconf.strict_checks(conf)
@@ -294,5 +301,5 @@ class Context:
 
     def build_env(self) -> dict[str, str]:
         env = {k: v for k, v in self.env.items() if k not in ("CC", "CXX", "CFLAGS", "CXXFLAGS", "LDFLAGS")}
-        env.update(self.exported)
+        env.update(self.shell.exported)
         return env

@@ -10,6 +10,7 @@ from typing import Any
 
 #: the change fields, in the order the engine applies them
 CHANGES = ("kernels_reinstalling", "kernels_removed", "sources_removed", "sources_added", "kernels_added")
+_SOURCES = ("sources_added", "sources_removed")
 #: removals, and the additions each one cancels when it comes later in a merged queue
 _CANCELS = {"kernels_removed": "kernels_added", "sources_removed": "sources_added"}
 _LABELS = {
@@ -22,6 +23,36 @@ _LABELS = {
 
 
 @dataclass(frozen=True)
+class Source:
+    """A module source an event names: a registration (``module`` and ``version``, as RPM's
+    and Debian's scripts say it), or a directory (as pacman and the file triggers see
+    it). A directory's name is never parsed: versions have dashes."""
+
+    module: str = ""
+    version: str = ""
+    directory: str = ""
+
+    @classmethod
+    def named(cls, module: str, version: str = "") -> Source:
+        return cls(module=module, version=version)
+
+    @classmethod
+    def at(cls, directory: str) -> Source:
+        return cls(directory=directory)
+
+    @classmethod
+    def parse(cls, text: str) -> Source:
+        """The queue's (and older versions') text form: an absolute directory, or ``name/version``."""
+        if text.startswith("/"):
+            return cls.at(text)
+        module, _, version = text.partition("/")
+        return cls.named(module, version)
+
+    def __str__(self) -> str:
+        return self.directory or (f"{self.module}/{self.version}" if self.version else self.module)
+
+
+@dataclass(frozen=True)
 class Event:
     #: kernels (or their headers) installed: every AUTOINSTALL module is built for them
     kernels_added: tuple[str, ...] = ()
@@ -29,11 +60,11 @@ class Event:
     kernels_reinstalling: tuple[str, ...] = ()
     #: kernels going away: every module is uninstalled and unbuilt for them
     kernels_removed: tuple[str, ...] = ()
-    #: module sources that arrived: ``name/version``, or a directory holding a dkms.conf
-    sources_added: tuple[str, ...] = ()
-    #: module sources going away: ``name/version``, or a directory: the registrations whose
-    #: ``source`` link points there (a directory name is never parsed: versions have dashes)
-    sources_removed: tuple[str, ...] = ()
+    #: module sources that arrived: a registration, or a directory holding a dkms.conf
+    sources_added: tuple[Source, ...] = ()
+    #: module sources going away: a registration (every version when it names none), or a
+    #: directory: the registrations whose ``source`` link points there
+    sources_removed: tuple[Source, ...] = ()
     #: kernels to build added sources for besides every kernel with headers (the one a
     #: Gentoo ebuild is configured for: a note says so when its headers are missing)
     source_kernels: tuple[str, ...] = ()
@@ -64,13 +95,16 @@ class Event:
         return not (any(getattr(self, f) for f in CHANGES) or self.rescan or self.flush or self.refused)
 
     def describe(self) -> str:
-        parts = [f"{_LABELS[f]} {' '.join(getattr(self, f))}" for f in CHANGES if getattr(self, f)]
+        parts = [f"{_LABELS[f]} {' '.join(map(str, getattr(self, f)))}" for f in CHANGES if getattr(self, f)]
         if self.rescan:
             parts.append("rescan of the module sources")
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for name in _SOURCES:
+            data[name] = [str(s) for s in getattr(self, name)]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Event:
@@ -80,13 +114,15 @@ class Event:
             return _from_kind(data)
         known = {f.name for f in fields(cls)} - {"defer"}
         values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        for name in _SOURCES:
+            values[name] = tuple(Source.parse(s) for s in values.get(name, ()))
         return replace(cls(), **values)
 
 
 def merge(events: Iterable[Event]) -> Event:
     """The queued events of one package transaction as one. A later removal cancels an
     earlier addition of the same kernel or source (installed, then removed again)."""
-    acc: dict[str, list[str]] = {f: [] for f in (*CHANGES, "source_kernels", "refused")}
+    acc: dict[str, list[Any]] = {f: [] for f in (*CHANGES, "source_kernels", "refused")}
     sources: list[str] = []
     always = rescan = False
     follows = True
@@ -112,7 +148,7 @@ def merge(events: Iterable[Event]) -> Event:
 def _from_kind(data: Mapping[str, Any]) -> Event:
     kind = data.get("kind", "")
     kernels = tuple(data.get("kernels") or ())
-    modules = tuple(data.get("modules") or ())
+    modules = tuple(Source.parse(m) for m in data.get("modules") or ())
     common = {"source": data.get("source", ""), "initramfs_follows": bool(data.get("initramfs_follows"))}
     if kind in ("kernel-added", "headers-added"):
         return Event(kernels_added=kernels, sources_added=modules, **common)

@@ -46,6 +46,16 @@ class Layout:
         return (self.sysroot / "etc/os-release", self.sysroot / "usr/lib/os-release")
 
     @property
+    def ubuntu_mok(self) -> tuple[Path, Path]:
+        """Ubuntu's MOK pair (shim-signed's update-secureboot-policy makes it)."""
+        d = self.sysroot / "var/lib/shim-signed/mok"
+        return d / "MOK.priv", d / "MOK.der"
+
+    @property
+    def modules_load_unit(self) -> Path:
+        return self.sysroot / "lib/systemd/system/systemd-modules-load.service"
+
+    @property
     def debian_helpers(self) -> tuple[Path, ...]:
         """What Debian's kernel hooks and dh_dkms's postinst call by path; the package lays
         them (make install DISTRO=debian), never dkms itself."""

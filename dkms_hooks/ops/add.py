@@ -19,9 +19,10 @@ def check_root(ctx: Context) -> None:
         raise DkmsError(1, "You must be root to use this command.")
 
 
-def add_source_tree(ctx: Context, path: str, *, op: journal.Operation | None = None) -> None:
-    """Copy a source tree (a directory holding dkms.conf) to <sourcetree>/<name>-<version>.
-    ``op`` (ldtarball) records the copy, so that an interrupted one is undone."""
+def add_source_tree(ctx: Context, path: str, *, op: journal.Operation | None = None) -> tuple[str, str]:
+    """Copy a source tree (a directory holding dkms.conf) to <sourcetree>/<name>-<version>;
+    returns the name and version its dkms.conf gives. ``op`` (ldtarball) records the copy,
+    so that an interrupted one is undone."""
     src = os.path.realpath(path)
     if not (src and os.path.isfile(os.path.join(src, "dkms.conf"))):
         raise DkmsError(9, f"{path} must contain a dkms.conf file!")
@@ -33,7 +34,6 @@ def add_source_tree(ctx: Context, path: str, *, op: journal.Operation | None = N
     name, version = conf.scalar("PACKAGE_NAME"), conf.scalar("PACKAGE_VERSION")
     if not (name and version):
         raise DkmsError(10, "Malformed dkms.conf file. Cannot load source tree.")
-    o.module, o.version = name, version
     lay = ctx.layout
     dest = lay.source_dir(name, version)
     if op is not None:
@@ -42,7 +42,7 @@ def add_source_tree(ctx: Context, path: str, *, op: journal.Operation | None = N
                 version_dir=os.fspath(lay.version_dir(name, version)),
                 version_dir_existed=lay.version_dir(name, version).is_dir(),
                 module_dir_existed=lay.module_dir(name).is_dir())
-    if o.force and dest.is_dir():
+    if ctx.shell.force and dest.is_dir():
         ctx.console.eprint("")
         ctx.console.print(f"Forcing install of {name}/{version}")
         if op is None:
@@ -52,9 +52,9 @@ def add_source_tree(ctx: Context, path: str, *, op: journal.Operation | None = N
             op.note(source_aside=os.fspath(aside))
             shutil.rmtree(aside, ignore_errors=True)
             os.rename(dest, aside)
-    if src in (os.fspath(dest), os.fspath(lay.source_link(name, version)), os.fspath(lay.build_dir(name, version))):
-        return
-    _copy_source(Path(src), dest, op)
+    if src not in (os.fspath(dest), os.fspath(lay.source_link(name, version)), os.fspath(lay.build_dir(name, version))):
+        _copy_source(Path(src), dest, op)
+    return name, version
 
 
 def _copy_source(src: Path, dest: Path, op: journal.Operation | None) -> None:

@@ -103,8 +103,8 @@ def allows_private_build(ctx: Context, conf: ModuleConf, module: str, version: s
 def private_build_dir(ctx: Context, conf: ModuleConf, module: str, version: str, kver: str,
                       arch: str) -> Path | None:
     """A build directory of this kernel's own, while a run builds a module for several
-    kernels side by side (ctx.private_builds) and its dkms.conf allows it."""
-    if not ctx.private_builds or not allows_private_build(ctx, conf, module, version):
+    kernels side by side (ctx.tx.private_builds) and its dkms.conf allows it."""
+    if not ctx.tx.private_builds or not allows_private_build(ctx, conf, module, version):
         return None
     return ctx.layout.private_build_dir(module, version, kver, arch)
 
@@ -154,7 +154,7 @@ def _do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> 
         )
     user = builduser.resolve(ctx)
     signing.prepare_kernel_and_signing(ctx, kver, arch)
-    sign = ctx.signing
+    sign = ctx.shell.signing
     private = private_build_dir(ctx, conf, module, version, kver, arch)
     make_command = conf.make_command
     if private is not None:
@@ -164,13 +164,13 @@ def _do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> 
     env = ctx.build_env()
     _compiler_env(ctx, kernel, env)
     env = _build_environment(ctx, env)
-    if ctx.cc_probes is not None:
-        env = ctx.cc_probes.env(env, build_dir, user)
+    if ctx.tx.cc_probes is not None:
+        env = ctx.tx.cc_probes.env(env, build_dir, user)
 
     missing = _missing_build_depends(ctx, conf, kver, arch)
     if missing:
         listed = "".join(" " + m for m in missing)
-        if ctx.options.force:
+        if ctx.shell.force:
             ctx.console.warn(
                 f"Trying to build module {module}/{version} for kernel {kver} ({arch}) "
                 f"despite of missing BUILD_DEPENDS:{listed}."
@@ -264,11 +264,11 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
     if symvers.is_file():
         shutil.copy2(builduser.take_back(symvers, build_dir, work) if user else symvers,
                      staging / "module/Module.symvers")
-    if ctx.signing_ready is not None and ctx.prepared_kernel != f"{kver}/{arch}":
+    if ctx.signing_ready is not None and ctx.shell.prepared_kernel != f"{kver}/{arch}":
         # the transaction's signing was still being prepared when this build began
         ctx.signing_ready.wait()
         signing.prepare_kernel_and_signing(ctx, kver, arch)
-        sign = ctx.signing
+        sign = ctx.shell.signing
     for m in wanted:
         built = Path(f"{build_dir}/{m.built_path}.ko")
         if not built.is_file():
@@ -294,7 +294,7 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
                    for s in (".ko", ".ko" + compression.suffix)):
             raise DkmsError(7, f"Missing module '{m.dest_name}' in {staging}/module")
     shutil.rmtree(work, ignore_errors=True)
-    if conf.build_depends_rebuild and not ctx.options.force:
+    if conf.build_depends_rebuild and not ctx.shell.force:
         # written before the final rename, so a built module always has them
         for dep in conf.build_depends:
             versions = [e.version for e in tree.status_entries(lay, dep, "", kver, arch)]

@@ -124,13 +124,13 @@ def for_transaction(ctx: Context, kernels: Iterable[str]) -> Iterator[None]:
     """Probe answers shared by the builds of a transaction (``kernels``: one entry per job)
     when some kernel gets more than one build; a single build gains nothing from them."""
     counts = Counter(kernels)
-    if ctx.cc_probes is not None or not ctx.hooks.compiler_probe_cache or max(counts.values(), default=0) < 2:
+    if ctx.tx.cc_probes is not None or not ctx.hooks.compiler_probe_cache or max(counts.values(), default=0) < 2:
         yield
         return
     cache = ProbeCache()
-    ctx.cc_probes = cache
+    ctx.tx.cc_probes = cache
     try:
         yield
     finally:
-        ctx.cc_probes = None
+        ctx.tx.cc_probes = None
         cache.close()

@@ -37,7 +37,7 @@ def rebuild_dependents(ctx: Context, kver: str, arch: str) -> None:
         if e.kver != kver or e.arch != arch:
             continue
         conf = ctx.read_conf(e.module, e.version, kver, arch)
-        if not conf.build_depends or not conf.build_depends_rebuild or ctx.options.force:
+        if not conf.build_depends or not conf.build_depends_rebuild or ctx.shell.force:
             continue
         if _dependencies_updated(ctx, e.module, e.version, kver, arch):
             pending.append((e.module, e.version))

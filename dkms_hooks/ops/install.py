@@ -77,7 +77,7 @@ def version_sanity(ctx: Context, conf: ModuleConf, module: str, version: str, kv
                    dest_name: str) -> bool:
     """Refuse to replace a module the kernel already has at the same or a newer version."""
     console = ctx.console
-    force = ctx.options.force
+    force = ctx.shell.force
     obsolete_by = conf.scalar("OBSOLETE_BY")
     if obsolete_by and not force and _obsolete(kver, obsolete_by):
         console.eprint("")
@@ -90,7 +90,7 @@ def version_sanity(ctx: Context, conf: ModuleConf, module: str, version: str, kv
     found = find_module(ctx.layout.install_tree / kver, dest_name)
     if not found:
         return True
-    if ctx.options.force_version_override:
+    if ctx.shell.force_version_override:
         return True
     kernels_module = found[0]
     dkms_module = compressed_or_uncompressed(
@@ -251,10 +251,10 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
 
     forced = _forced(ctx, module)
     if forced == "force":
-        ctx.options.force = True
+        ctx.shell.force = True
         console.print(f"Forcing installation of {module}")
     elif forced == "version-override":
-        ctx.options.force_version_override = True
+        ctx.shell.force_version_override = True
         console.print(f"Forcing version override of {module}")
 
     if not lib_tree.exists():
@@ -271,9 +271,9 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
     if tree.is_installed(lay, module, version, kver, arch):
         raise DkmsError(5, f"This module/version combo is already installed for kernel {kver} ({arch}).")
     if ctx.options.rpm_safe_upgrade:
-        ctx.options.force = True
+        ctx.shell.force = True
     rc = scripts.run_script(ctx, "pre_install", conf.script("PRE_INSTALL"), module, version)
-    if rc != 0 and not ctx.options.force:
+    if rc != 0 and not ctx.shell.force:
         raise DkmsError(101, "pre_install failed, aborting install.", "You may override by specifying --force.")
 
     with journal.operation(ctx, "install", module, version, kver, arch, lib_tree=os.fspath(lib_tree),
@@ -343,10 +343,10 @@ def _install_files(ctx: Context, op: journal.Operation, conf: ModuleConf, wanted
 
     weak_modules(ctx, conf, module, kver, arch, add=True)
     scripts.run_script(ctx, "post_install", conf.script("POST_INSTALL"), module, version)
-    ctx.note_change(kver, [m.dest_name for m in wanted], remake_initrd=conf.scalar("REMAKE_INITRD")[:1] in "yY"
+    ctx.tx.note_change(kver, [m.dest_name for m in wanted], remake_initrd=conf.scalar("REMAKE_INITRD")[:1] in "yY"
                     and bool(conf.scalar("REMAKE_INITRD")))
-    if ctx.depmod_batch is not None:
-        ctx.depmod_batch.add(kver)
+    if ctx.tx.depmod_batch is not None:
+        ctx.tx.depmod_batch.add(kver)
         journal.depmod_owed(ctx, kver)
         rc = 0
     else:
@@ -359,6 +359,8 @@ def _install_files(ctx: Context, op: journal.Operation, conf: ModuleConf, wanted
 
 
 def modprobe_present_devices(ctx: Context) -> None:
+    """Load the new module for devices present now (only for the running kernel: its
+    /sys is the live one, whatever the system root)."""
     aliases: set[str] = set()
     for dirpath, _d, files in os.walk("/sys/devices"):
         if "modalias" in files:
@@ -369,7 +371,7 @@ def modprobe_present_devices(ctx: Context) -> None:
     try:
         if aliases:
             run.run(["modprobe", "-a", "-b", "-q", *sorted(a for a in aliases if a)], stdout=None)
-        if Path("/lib/systemd/system/systemd-modules-load.service").is_file():
+        if ctx.layout.modules_load_unit.is_file():
             run.run(["systemctl", "restart", "systemd-modules-load.service"], stdout=None)
     except run.ToolMissing as e:
         ctx.console.warn(f"{e.tool} not found: the new module is not loaded now, only at the next boot.")
@@ -456,7 +458,7 @@ def do_uninstall(ctx: Context, module: str, version: str, kver: str, arch: str) 
         op.advance("unlinked")
         uninstall_files(ctx, op)
         scripts.run_script(ctx, "post_remove", conf.script("POST_REMOVE"), module, version)
-        ctx.note_change(kver, [m.dest_name for m in conf.modules])
+        ctx.tx.note_change(kver, [m.dest_name for m in conf.modules])
         _depmod_after_uninstall(ctx, kver)
         op.advance("depmod-done")
         drop_originals(ctx, module, kver, arch)
@@ -491,9 +493,9 @@ def uninstall_files(ctx: Context, op: journal.Operation) -> None:
 
 
 def _depmod_after_uninstall(ctx: Context, kver: str) -> None:
-    if ctx.depmod_batch is not None:
+    if ctx.tx.depmod_batch is not None:
         # the transaction runs it once for the kernel; a crash before then leaves it owed
-        ctx.depmod_batch.add(kver)
+        ctx.tx.depmod_batch.add(kver)
         journal.depmod_owed(ctx, kver)
     else:
         steps.invoke_python(ctx, f"do_depmod {kver}", "Running depmod", lambda: depmod.do_depmod(ctx, kver))

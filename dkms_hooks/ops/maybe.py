@@ -17,7 +17,7 @@ from dkms_hooks.system.errors import DkmsError
 def maybe_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
     with ctx.subshell():
         if tree.is_built(ctx.layout, module, version, kver, arch):
-            if ctx.options.force:
+            if ctx.shell.force:
                 do_unbuild(ctx, module, version, kver, arch)
             else:
                 ctx.console.print(f"Module {module}/{version} already built for kernel {kver} ({arch}), skip. "
@@ -29,7 +29,7 @@ def maybe_build(ctx: Context, module: str, version: str, kver: str, arch: str) -
 def maybe_install(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
     with ctx.subshell():
         if tree.is_installed(ctx.layout, module, version, kver, arch):
-            if ctx.options.force:
+            if ctx.shell.force:
                 install.do_uninstall(ctx, module, version, kver, arch)
                 ctx.console.print("")
             else:
@@ -48,14 +48,14 @@ def maybe_uninstall(ctx: Context, module: str, version: str, kver: str, arch: st
     # A module kept off this kernel by BUILD_EXCLUSIVE is expected not to be installed.
     conf_file = lay.source_link(module, version) / "dkms.conf"
     if conf_file.is_file():
-        saved = (ctx.last_conf_key, ctx.last_conf)
+        saved = (ctx.shell.last_conf_key, ctx.shell.last_conf)
         try:
             with ctx.console.without_stderr():
                 conf = ctx.read_conf(module, version, kver, arch, os.fspath(conf_file), or_die=False)
         except DkmsError:
             conf = None
         finally:
-            ctx.last_conf_key, ctx.last_conf = saved
+            ctx.shell.last_conf_key, ctx.shell.last_conf = saved
         if conf is not None and any(
             conf.element(n, m.index)
             for m in conf.modules

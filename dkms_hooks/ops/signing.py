@@ -47,19 +47,19 @@ def read_signing_settings(ctx: Context, kernel: KernelTarget | None) -> dict[str
 
 
 def prepare_kernel_and_signing(ctx: Context, kver: str, arch: str) -> None:
-    if ctx.prepared_kernel == f"{kver}/{arch}":
+    if ctx.shell.prepared_kernel == f"{kver}/{arch}":
         return
     if ctx.signing_ready is not None and not ctx.signing_ready.is_set():
-        ctx.signing = None  # being prepared for the transaction: build.py waits before signing
+        ctx.shell.signing = None  # being prepared for the transaction: build.py waits before signing
         return
-    if f"{kver}/{arch}" in ctx.presigned:
-        ctx.signing = ctx.presigned[f"{kver}/{arch}"]
-        ctx.prepared_kernel = f"{kver}/{arch}"
+    if f"{kver}/{arch}" in ctx.tx.presigned:
+        ctx.shell.signing = ctx.tx.presigned[f"{kver}/{arch}"]
+        ctx.shell.prepared_kernel = f"{kver}/{arch}"
         return
     kernel = ctx.kernel(kver, arch)
     check_headers(ctx, kernel)
-    ctx.signing = prepare_signing(ctx, kernel)
-    ctx.prepared_kernel = f"{kver}/{arch}"
+    ctx.shell.signing = prepare_signing(ctx, kernel)
+    ctx.shell.prepared_kernel = f"{kver}/{arch}"
     ctx.console.print("")
 
 
@@ -142,8 +142,7 @@ def prepare_mok(ctx: Context, values: dict[str, str], kernel: KernelTarget | Non
     cert = values.get("mok_certificate", "")
     if not key:
         if ctx.distro.startswith("ubuntu"):
-            key = "/var/lib/shim-signed/mok/MOK.priv"
-            cert = "/var/lib/shim-signed/mok/MOK.der"
+            key, cert = map(os.fspath, ctx.layout.ubuntu_mok)
             if not (os.path.isfile(key) and os.path.isfile(cert)):
                 tool = run.which("update-secureboot-policy", ctx.env)
                 if not tool:

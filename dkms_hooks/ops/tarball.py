@@ -187,8 +187,9 @@ class Loaded(StrEnum):
     package = "package"
 
 
-def load_tarball(ctx: Context, op: journal.Operation | None = None) -> Loaded:
-    """Upstream's load_tarball. ``op`` records what it puts into the trees, so that an
+def load_tarball(ctx: Context, op: journal.Operation | None = None) -> tuple[Loaded, str, str]:
+    """Upstream's load_tarball: what was loaded, and the module name and version it found
+    (empty for an .rpm). ``op`` records what it puts into the trees, so that an
     interrupted ldtarball is undone."""
     o = ctx.options
     lay = ctx.layout
@@ -198,7 +199,7 @@ def load_tarball(ctx: Context, op: journal.Operation | None = None) -> Loaded:
         raise DkmsError(2, f"{o.archive} does not exist.")
     if o.archive.endswith(".rpm"):
         if run.run(["rpm", "-Uvh", archive], stdout=None).returncode == 0:
-            return Loaded.package
+            return Loaded.package, "", ""
         raise DkmsError(9, f"Unable to install {o.archive} using rpm.",
                         "Check to ensure that your system can install .rpm files.")
     with tempfile.TemporaryDirectory(prefix="dkms.", dir=lay.tmp) as tmp_name:
@@ -209,8 +210,7 @@ def load_tarball(ctx: Context, op: journal.Operation | None = None) -> Loaded:
             if not confs:
                 raise DkmsError(3, "Tarball does not appear to be a correctly formed DKMS archive. "
                                    "No dkms.conf found within it.")
-            add_source_tree(ctx, os.fspath(confs[0].parent), op=op)
-            return Loaded.source
+            return (Loaded.source, *add_source_tree(ctx, os.fspath(confs[0].parent), op=op))
         found = ""
         name = version = ""
         for loc in ("dkms_source_tree", "dkms_binaries_only"):
@@ -224,14 +224,13 @@ def load_tarball(ctx: Context, op: journal.Operation | None = None) -> Loaded:
                 console.eprint("")
                 console.eprint("Malformed dkms.conf, refusing to load.")
                 continue
-            if tree.is_added(lay, name, version) and not o.force:
+            if tree.is_added(lay, name, version) and not ctx.shell.force:
                 raise DkmsError(8, f"{name}/{version} is already added!", "Aborting.")
             found = loc
             break
         if not found:
             raise DkmsError(7, "No valid dkms.conf in dkms_source_tree or dkms_binaries_only.",
                             f"{o.archive} is not a valid DKMS tarball.")
-        o.module, o.version = name, version
         for kdir in (tmp / "dkms_main_tree").iterdir():
             for adir in kdir.iterdir() if kdir.is_dir() else []:
                 _check_binaries(archive, kdir, adir)
@@ -255,14 +254,14 @@ def load_tarball(ctx: Context, op: journal.Operation | None = None) -> Loaded:
                 if not adir.is_dir():
                     continue
                 dest = lay.built_dir(name, version, kdir.name, adir.name)
-                if dest.is_dir() and not o.force:
+                if dest.is_dir() and not ctx.shell.force:
                     console.warn(f"{dest} already exists. Skipping...")
                     continue
                 console.print(f"Loading {dest}...")
                 _load_built(op, adir, dest)
         if found != "dkms_binaries_only" or lay.source_dir(name, version).is_dir():
-            return Loaded.source
-        return Loaded.binaries
+            return Loaded.source, name, version
+        return Loaded.binaries, name, version
 
 
 def _load_built(op: journal.Operation | None, src: Path, dest: Path) -> None:

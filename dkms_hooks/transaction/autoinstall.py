@@ -102,14 +102,14 @@ def autoinstall(ctx: Context) -> int:
 
 def _unbuild_for_kernel(ctx: Context, action: str, *, autoinstall_only: bool) -> None:
     kver, arch = ctx.options.kernels[0], ctx.options.arches[0]
-    ctx.depmod_batch = set()
+    ctx.tx.depmod_batch = set()
     try:
         removals = kernelwide.unbuild_for_kernel(
             ctx, kver, arch, autoinstall_only=autoinstall_only, gap=not autoinstall_only,
             say="dkms: removing module {module}/{version} for kernel {kver} ({arch})")
-        owed = bool(ctx.depmod_batch)
+        owed = bool(ctx.tx.depmod_batch)
     finally:
-        ctx.depmod_batch = None
+        ctx.tx.depmod_batch = None
     if owed:
         # once for the kernel, after every module is off it (upstream means to, and by a slip never does)
         steps.invoke_python(ctx, f"do_depmod {kver}", "Running depmod", lambda: depmod.do_depmod(ctx, kver))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dkms_hooks.model import tree
 from dkms_hooks.model.context import Context
-from dkms_hooks.model.events import CHANGES, Event, merge
+from dkms_hooks.model.events import CHANGES, Event, Source, merge
 from dkms_hooks.model.jobs import Job, Outcome, Record
 from dkms_hooks.model.kernel import version_sort_key
 from dkms_hooks.ops import add, depmod, maybe, signing
@@ -69,8 +69,8 @@ class Engine:
         #: depmod already run while other jobs were building: kernel -> exit code
         self.early_depmod: dict[str, int] = {}
         self._deps: dict[tuple[str, str], list[str]] = {}
-        ctx.depmod_batch = set()
-        ctx.conf_memo = {}
+        ctx.tx.depmod_batch = set()
+        ctx.tx.conf_memo = {}
 
     # --- jobs --------------------------------------------------------------------------
     def _critical(self, module: str) -> bool:
@@ -189,7 +189,7 @@ class Engine:
 
         def on_done(i: int, code: int) -> None:
             kver = jobs[i].kver
-            batch = ctx.depmod_batch
+            batch = ctx.tx.depmod_batch
             with lock:
                 left[kver] -= 1
                 start = parallel and left[kver] == 0 and batch is not None and kver in batch
@@ -238,14 +238,15 @@ class Engine:
                 self.tx.add(Record(r.module, r.version, kver, Outcome.failed, f"exit {r.error.code}",
                                    critical=self._critical(r.module)))
 
-    def add_sources(self, sources: Iterable[str]) -> set[str]:
-        """Register module sources (name/version, or a directory holding dkms.conf)."""
+    def add_sources(self, sources: Iterable[Source]) -> set[str]:
+        """Register module sources (a registration, or a directory holding dkms.conf)."""
         ctx = self.ctx
         names: set[str] = set()
-        for item in sources:
-            if "/" in item and not item.startswith("/"):
-                m, v = item.split("/", 1)
+        for source in sources:
+            if not source.directory:
+                m, v = source.module, source.version
             else:
+                item = source.directory
                 res = ctx.read_conf("", "", "", "", os.path.join(item, "dkms.conf"), or_die=False)
                 m, v = res.package_name, res.package_version
                 if not (m and v):
@@ -259,7 +260,7 @@ class Engine:
                     continue
             names.add(m)
             # an upgrade replaced this module's source: registrations left without one go
-            stale = [f"{m}/{old}" for mm, old in tree.module_versions(ctx.layout, m)
+            stale = [Source.named(m, old) for mm, old in tree.module_versions(ctx.layout, m)
                      if old != v and tree.is_broken(ctx.layout, m, old)]
             if stale:
                 self.remove_sources(stale)
@@ -274,11 +275,13 @@ class Engine:
                 self.tx.add(Record(m, v, "", Outcome.failed, f"add failed (exit {e.code})", critical=self._critical(m)))
         return names
 
-    def remove_sources(self, sources: Iterable[str]) -> None:
+    def remove_sources(self, sources: Iterable[Source]) -> None:
+        """Remove registrations (``sources`` name them: see _registrations); one without a
+        version stands for every version of the module."""
         self.run_queued()  # events keep their order
         ctx = self.ctx
-        for item in sources:
-            m, _, v = item.partition("/")
+        for source in sources:
+            m, v = source.module, source.version
             versions = [v] if v else [vv for mm, vv in tree.module_versions(ctx.layout, m)]
             for ver in versions:
                 if not tree.is_added(ctx.layout, m, ver) and not tree.is_broken(ctx.layout, m, ver):
@@ -311,8 +314,8 @@ class Engine:
         added = list(ev.sources_added)
         if ev.rescan:
             new, gone, changed = tree.sources_out_of_step(self.ctx.layout)
-            removed += [f"{m}/{v}" for m, v in gone + changed]
-            added += [f"{m}/{v}" for m, v in changed] + new
+            removed += [Source.named(m, v) for m, v in gone + changed]
+            added += [Source.named(m, v) for m, v in changed] + [Source.at(d) for d in new]
         for k in ev.kernels_reinstalling:
             self.unbuild_for_kernel(k, autoinstall_only=True)
         for k in ev.kernels_removed:
@@ -326,27 +329,27 @@ class Engine:
         if ev.kernels_added:
             self.install_for_kernels(ev.kernels_added)
 
-    def _registrations(self, items: Iterable[str]) -> list[str]:
-        """``name/version`` for each item; a directory stands for the registrations whose
-        source link points at it, and one that none points at is not ours."""
-        out: list[str] = []
-        for item in items:
-            if not item.startswith("/"):
-                out.append(item)
+    def _registrations(self, sources: Iterable[Source]) -> list[Source]:
+        """The registrations ``sources`` name: a directory stands for those whose source
+        link points at it, and one that none points at is not ours."""
+        out: list[Source] = []
+        for source in sources:
+            if not source.directory:
+                out.append(source)
                 continue
-            found = tree.registrations_at(self.ctx.layout, item)
+            found = tree.registrations_at(self.ctx.layout, source.directory)
             if not found:
-                self.tx.notes.append(f"{item}: no registered module comes from there, nothing removed")
-            out += [f"{m}/{v}" for m, v in found if f"{m}/{v}" not in out]
+                self.tx.notes.append(f"{source.directory}: no registered module comes from there, nothing removed")
+            out += [s for s in (Source.named(m, v) for m, v in found) if s not in out]
         return out
 
     # --- the end of a transaction -----------------------------------------------------------
     def finish(self) -> int:
         self.run_queued()
         ctx = self.ctx
-        pending = set(ctx.depmod_batch or ())
+        pending = set(ctx.tx.depmod_batch or ())
         batch = sorted(pending | set(self.early_depmod), key=version_sort_key, reverse=True)
-        ctx.depmod_batch = None
+        ctx.tx.depmod_batch = None
         for kver in batch:
             ctx.console.print(f"Running depmod for {kver}...", end="")
             # a kernel changed again after its early depmod gets a fresh one
@@ -361,7 +364,7 @@ class Engine:
 
     def _initramfs(self) -> None:
         ctx = self.ctx
-        kernels = sorted(set(ctx.changed) | ctx.remake_initrd, key=version_sort_key, reverse=True)
+        kernels = sorted(set(ctx.tx.changed) | ctx.tx.remake_initrd, key=version_sort_key, reverse=True)
         if not kernels:
             return
         tool = self._initramfs_tool()
@@ -380,9 +383,9 @@ class Engine:
         return self.plugins.initramfs_tool(self.ctx.hooks.initramfs)
 
     def _needs_initramfs(self, tool: str, kver: str) -> bool:
-        if kver in self.ctx.remake_initrd:
+        if kver in self.ctx.tx.remake_initrd:
             return True
-        names = tuple(sorted(self.ctx.changed.get(kver, ())))
+        names = tuple(sorted(self.ctx.tx.changed.get(kver, ())))
         if (kver, names) not in self._inside:
             self._inside[(kver, names)] = self.plugins.initramfs_contains(tool, kver, names)
         return self._inside[(kver, names)]

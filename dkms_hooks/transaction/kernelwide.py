@@ -47,8 +47,8 @@ def unbuild_for_kernel(ctx: Context, kver: str, arch: str, *, autoinstall_only: 
     stdout, or on stderr when it starts with ``dkms:`` (upstream's wording); ``gap`` prints
     an empty line after each. Each module's failure is its own. depmod for the kernel is left
     to the caller, once: the transaction's depmod batch collects it."""
-    if ctx.depmod_batch is None:
-        raise RuntimeError("unbuild_for_kernel runs inside a transaction (ctx.depmod_batch)")
+    if ctx.tx.depmod_batch is None:
+        raise RuntimeError("unbuild_for_kernel runs inside a transaction (ctx.tx.depmod_batch)")
     done: list[Removal] = []
     for m, v in tree.module_versions(ctx.layout):
         if not tree.is_built(ctx.layout, m, v, kver, arch):

@@ -46,16 +46,16 @@ def run(ctx: Context, plan: Graph, body: Body, *, presign: Presign = Presign.non
         return []
     first = plan.first_to_build(lambda j: tree.is_built(ctx.layout, j.module, j.version, j.kver, j.arch))
     kernels = dict.fromkeys((j.kver, j.arch) for j in jobs[first:]) if first is not None else {}
-    memo = ctx.conf_memo
+    memo = ctx.tx.conf_memo
     if memo is None:
-        ctx.conf_memo = {}  # the jobs read each dkms.conf once between them
+        ctx.tx.conf_memo = {}  # the jobs read each dkms.conf once between them
     try:
         with ccprobe.for_transaction(ctx, (j.kver for j in jobs)):
             if ctx.budget() <= 1 or len(jobs) == 1:
                 return _serial(ctx, plan, body, presign, prepare, first, on_done)
             return _parallel(ctx, plan, body, presign, prepare, first, kernels, on_done)
     finally:
-        ctx.conf_memo = memo
+        ctx.tx.conf_memo = memo
 
 
 def _serial(ctx: Context, plan: Graph, body: Body, presign: Presign, prepare: Prepare, first: int | None,
@@ -85,8 +85,8 @@ def _parallel(ctx: Context, plan: Graph, body: Body, presign: Presign, prepare: 
             for kver, arch in kernels:
                 kctx = ctx.fork(prologue)
                 _prepare(kctx, prepare, kver, arch, fatal=presign is Presign.first)
-                if kctx.signing is not None:
-                    ctx.presigned[f"{kver}/{arch}"] = kctx.signing
+                if kctx.shell.signing is not None:
+                    ctx.tx.presigned[f"{kver}/{arch}"] = kctx.shell.signing
 
         if presign is Presign.first:
             prepare_all()
@@ -102,12 +102,11 @@ def _parallel(ctx: Context, plan: Graph, body: Body, presign: Presign, prepare: 
 
             threading.Thread(target=beside, daemon=True).start()
     jobserver = scheduler.JobServer(ctx.budget())
-    private = ctx.private_builds
-    ctx.private_builds = plan.repeats_modules
+    private = ctx.tx.private_builds
+    ctx.tx.private_builds = plan.repeats_modules
 
     def run_one(i: int, console: BufferConsole) -> int:
-        job_ctx = ctx.fork(console, jobserver)
-        job_ctx.signing_ready = ready
+        job_ctx = ctx.fork(console, jobserver, ready)
         try:
             return _guarded(body, job_ctx, plan.jobs[i])
         finally:
@@ -124,7 +123,7 @@ def _parallel(ctx: Context, plan: Graph, body: Body, presign: Presign, prepare: 
                                   on_done=on_done, progress=live)
     finally:
         jobserver.close()
-        ctx.private_builds = private
+        ctx.tx.private_builds = private
 
 
 def _blocked(needed: list[int | None]) -> bool:

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dkms_hooks.model.context import Context, Signing
+from dkms_hooks.model.context import Context, Signing, TxState
 from dkms_hooks.model.jobs import Job
 from dkms_hooks.ops import build, buildrecord, signing
 from dkms_hooks.system.console import BufferConsole
@@ -72,10 +72,8 @@ def _scratch_context(ctx: Context, root: Path, jobs: list[Job]) -> Context:
     for src, dst in ((real.mok_key, layout.mok_key), (real.mok_cert, layout.mok_cert)):
         if src.is_file():
             dst.symlink_to(src)
-    options = dataclasses.replace(ctx.options, force=False, no_depmod=True, kernels=[], arches=[])
-    return dataclasses.replace(ctx, layout=layout, options=options, depmod_batch=set(), changed={},
-                               remake_initrd=set(), presigned={}, last_conf_key=None, last_conf=None,
-                               prepared_kernel="none", signing=None)
+    options = dataclasses.replace(ctx.options, force=False, no_depmod=True, kernels=(), arches=())
+    return dataclasses.replace(ctx, layout=layout, options=options).in_transaction(TxState(depmod_batch=set()))
 
 
 def _key_pair_ready(ctx: Context, kver: str, arch: str) -> bool:
@@ -87,7 +85,7 @@ def _key_pair_ready(ctx: Context, kver: str, arch: str) -> bool:
         return False
     key, cert = values.get("mok_signing_key", ""), values.get("mok_certificate", "")
     if not key and ctx.distro.startswith("ubuntu"):
-        key, cert = "/var/lib/shim-signed/mok/MOK.priv", "/var/lib/shim-signed/mok/MOK.der"
+        key, cert = map(os.fspath, ctx.layout.ubuntu_mok)
     if key.startswith("pkcs11:"):
         return True
     return all(os.path.isfile(p) for p in (key, cert) if p)
@@ -105,14 +103,14 @@ def _prepare_signing(ctx: Context, kver: str, arch: str) -> None:
     """Signing for the scratch builds, prepared without a word: with the key pair in place,
     else none (see _key_pair_ready); an error is the build's to report."""
     if not _key_pair_ready(ctx, kver, arch):
-        ctx.signing = Signing(False)
+        ctx.shell.signing = Signing(False)
         return
     quiet = ctx.fork(BufferConsole(quiet=True))
     try:
         signing.prepare_kernel_and_signing(quiet, kver, arch)
     except DkmsError:
         return
-    ctx.signing = quiet.signing
+    ctx.shell.signing = quiet.shell.signing
 
 
 def try_builds(ctx: Context, items: list[Item], *, quiet: bool) -> None:

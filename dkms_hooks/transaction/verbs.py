@@ -60,25 +60,31 @@ def module_is_added_or_die(ctx: Context) -> None:
         raise DkmsError(3, f"The module/version combo: {o.module}/{o.version} is not located in the DKMS tree.")
 
 
-def add_verb(ctx: Context) -> None:
-    """``dkms add``: a module/version, or a source tree (--archive, or a path) added first."""
+def add_verb(ctx: Context) -> Context:
+    """``dkms add``: a module/version, or a source tree (--archive, or a path) copied in
+    first. Returns the run's context with the module and version that were added, for the
+    build or install that follows."""
     o = ctx.options
     if o.archive and not o.module and not o.version:
-        if tarball.load_tarball(ctx) is tarball.Loaded.package:
+        loaded, module, version = tarball.load_tarball(ctx)
+        if loaded is tarball.Loaded.package:
             autoinstall.autoinstall(ctx)
+        ctx = ctx.with_options(module=module, version=version)
     elif o.try_source_tree and not o.module and not o.version:
-        add.add_source_tree(ctx, o.try_source_tree)
+        module, version = add.add_source_tree(ctx, o.try_source_tree)
+        ctx = ctx.with_options(module=module, version=version)
     check_module_args(ctx, "add")
-    add.add_module(ctx, o.module, o.version)
+    add.add_module(ctx, ctx.options.module, ctx.options.version)
+    return ctx
 
 
 def ldtarball(ctx: Context) -> int:
     with journal.operation(ctx, "ldtarball", "", "") as op:
-        loaded = tarball.load_tarball(ctx, op)
+        loaded, module, version = tarball.load_tarball(ctx, op)
         if loaded is tarball.Loaded.package:
             autoinstall.autoinstall(ctx)
         elif loaded is tarball.Loaded.source:
-            add_verb(ctx)
+            add_verb(ctx.with_options(module=module, version=version))
         tarball.drop_asides(op)
     return 0 if loaded is tarball.Loaded.source else 1
 

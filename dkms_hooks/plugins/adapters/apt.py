@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from dkms_hooks import hookimpl
-from dkms_hooks.model.events import Event
+from dkms_hooks.model.events import Event, Source
 from dkms_hooks.model.paths import Layout
 from dkms_hooks.plugins.adapters import plain_name
 
@@ -47,7 +47,7 @@ def dkms_parse_event(source: str, argv: Sequence[str], env: Mapping[str, str], s
     if verb in ("source-configure", "source-remove"):
         if len(rest) < 2 or not (plain_name(rest[0]) and plain_name(rest[1])):
             return Event(source=source, refused=(f"apt {verb} needs a module NAME and VERSION",))
-        nv = (f"{rest[0]}/{rest[1]}",)
+        nv = (Source.named(rest[0], rest[1]),)
         if verb == "source-configure":
             return Event(sources_added=nv, source=source, defer=defer)
         return Event(sources_removed=nv, source=source)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from dkms_hooks import hookimpl
-from dkms_hooks.model.events import Event
+from dkms_hooks.model.events import Event, Source
 from dkms_hooks.model.paths import Layout
 from dkms_hooks.plugins.adapters import plain_name
 
@@ -25,7 +25,7 @@ def dkms_parse_event(source: str, argv: Sequence[str], env: Mapping[str, str], s
         return Event(source=source, refused=(f"unknown gentoo hook verb {verb!r} (postinst, config or prerm)",))
     if len(rest) < 2 or not (plain_name(rest[0]) and plain_name(rest[1])):
         return Event(source=source, refused=(f"gentoo {verb} needs a module NAME and VERSION",))
-    nv = (f"{rest[0]}/{rest[1]}",)
+    nv = (Source.named(rest[0], rest[1]),)
     if verb == "prerm":
         return Event(sources_removed=nv, source=source)
     kernels = (rest[2],) if len(rest) > 2 and plain_name(rest[2]) else ()

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from dkms_hooks import hookimpl
-from dkms_hooks.model.events import Event
+from dkms_hooks.model.events import Event, Source
 from dkms_hooks.model.paths import Layout
 from dkms_hooks.plugins.adapters import plain_name
 
@@ -55,7 +55,7 @@ def dkms_parse_event(source: str, argv: Sequence[str], env: Mapping[str, str], s
         return Event(source=source, refused=(f"unknown pacman hook verb {verb!r} (install or remove)",))
     kernels, sources, refused = parse_targets(stdin.read(), layout)
     if verb == "install":
-        return Event(kernels_added=tuple(kernels), sources_added=tuple(sources), build_added_always=True,
+        return Event(kernels_added=tuple(kernels), sources_added=tuple(map(Source.at, sources)), build_added_always=True,
                      refused=tuple(refused), source=source)
-    return Event(kernels_removed=tuple(kernels), sources_removed=tuple(sources), refused=tuple(refused),
+    return Event(kernels_removed=tuple(kernels), sources_removed=tuple(map(Source.at, sources)), refused=tuple(refused),
                  source=source)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from dkms_hooks import hookimpl
-from dkms_hooks.model.events import Event
+from dkms_hooks.model.events import Event, Source
 from dkms_hooks.model.paths import Layout
 from dkms_hooks.plugins.adapters import plain_name
 
@@ -38,9 +38,9 @@ def _source_dirs(text: str, layout: Layout, *, need_conf: bool) -> tuple[list[st
     return dirs, refused
 
 
-def _name_version(rest: Sequence[str]) -> str | None:
+def _name_version(rest: Sequence[str]) -> Source | None:
     if len(rest) >= 2 and plain_name(rest[0]) and plain_name(rest[1]):
-        return f"{rest[0]}/{rest[1]}"
+        return Source.named(rest[0], rest[1])
     return None
 
 
@@ -65,8 +65,8 @@ def dkms_parse_event(source: str, argv: Sequence[str], env: Mapping[str, str], s
         return Event(sources_added=(nv,), build_added_always=True, source=source)
     if verb == "filetrigger-in":
         dirs, refused = _source_dirs(stdin.read(), layout, need_conf=True)
-        return Event(sources_added=tuple(dirs), build_added_always=True, refused=tuple(refused), source=source)
+        return Event(sources_added=tuple(map(Source.at, dirs)), build_added_always=True, refused=tuple(refused), source=source)
     if verb == "filetrigger-un":
         dirs, refused = _source_dirs(stdin.read(), layout, need_conf=False)
-        return Event(sources_removed=tuple(dirs), refused=tuple(refused), source=source)
+        return Event(sources_removed=tuple(map(Source.at, dirs)), refused=tuple(refused), source=source)
     return Event(source=source, refused=(f"unknown rpm hook verb {verb!r}",))
