@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from dkms_hooks.model import dkmsconf
+from dkms_hooks.model.confread import print_diagnostics
 from dkms_hooks.model.context import Context
 from dkms_hooks.system.errors import DkmsError
 
@@ -87,7 +88,7 @@ def run_conf(ctx: Context) -> int:
         effective["valid"] = valid
         ctx.console.print(json.dumps(effective, indent=2))
     else:
-        ctx.print_diagnostics(diags)
+        print_diagnostics(ctx, diags)
         out = ctx.console.print
         out(f"PACKAGE_NAME={conf.package_name}")
         out(f"PACKAGE_VERSION={conf.package_version}")

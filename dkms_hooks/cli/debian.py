@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dkms_hooks.cli import main as cli
 from dkms_hooks.model import settings
 from dkms_hooks.model.kernel import version_sort_key
 from dkms_hooks.model.paths import Layout
@@ -25,8 +26,6 @@ class _Dkms:
         self.env = env
 
     def __call__(self, *args: str, quiet_stdout: bool = False) -> int:
-        from dkms_hooks.cli import main as cli
-
         out = open(os.devnull, "w") if quiet_stdout else sys.stdout
         try:
             return cli.main(list(args), console=Console(out, sys.stderr), env=dict(self.env))
@@ -35,8 +34,6 @@ class _Dkms:
                 out.close()
 
     def capture(self, *args: str) -> str:
-        from dkms_hooks.cli import main as cli
-
         buf = io.StringIO()
         cli.main(list(args), console=Console(buf, sys.stderr), env=dict(self.env))
         return buf.getvalue()

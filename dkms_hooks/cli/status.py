@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dkms_hooks.model import dkmsconf, tree
+from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.statuscache import StatusCache, StatusConf
 from dkms_hooks.ops import install
@@ -33,7 +34,7 @@ _WARNING_TEXT = {
 def entry_conf(ctx: Context, e: tree.Entry, cache: StatusCache | None = None) -> StatusConf | dkmsconf.ModuleConf:
     conf: StatusConf | dkmsconf.ModuleConf | None = cache.get(e.module, e.version, e.kver, e.arch) if cache else None
     if conf is None:
-        conf = ctx.read_conf(e.module, e.version, e.kver, e.arch,
+        conf = read_conf(ctx, e.module, e.version, e.kver, e.arch,
                              str(ctx.layout.source_link(e.module, e.version) / "dkms.conf"), or_die=False)
     return conf
 

@@ -1,5 +1,5 @@
-"""The state of one dkms run: options, settings, and what upstream keeps in globals
-(the last dkms.conf read, the kernel whose signing was prepared)."""
+"""The run's context (set up once at the entry point, never changed), upstream's per-subshell
+globals (Shell), and the transaction in flight (TxState)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from dkms_hooks.model.kernel import KernelTarget
 from dkms_hooks.model.options import Options
 from dkms_hooks.model.paths import Layout
 from dkms_hooks.model.settings import HooksSettings
-from dkms_hooks.system import run
 from dkms_hooks.system.console import Console
-from dkms_hooks.system.errors import DkmsError
 
 TYPE_CHECKING = False  # see __init__.py
 if TYPE_CHECKING:
@@ -216,88 +214,6 @@ class Context:
             "current_kernel": os.uname().release,
             "verbose": "true" if self.options.verbose else "",
         }
-
-    def print_diagnostics(self, diags: list[dkmsconf.Diagnostic]) -> None:
-        for d in diags:
-            if d.stream == "out":
-                self.console.print(d.text)
-            else:
-                self.console.eprint(d.text)
-
-    def read_conf(
-        self,
-        module: str,
-        version: str,
-        kver: str,
-        arch: str,
-        path: str | None = None,
-        *,
-        strict: bool = False,
-        or_die: bool = True,
-    ) -> dkmsconf.ModuleConf:
-        """Upstream's read_conf[_strict][_or_die]."""
-        conf_file = path or self.options.conf or os.fspath(self.layout.source_link(module, version) / "dkms.conf")
-        if not os.access(conf_file, os.R_OK):
-            raise DkmsError(4, "Could not locate dkms.conf file.", f"File: {conf_file} does not exist.")
-        key = (module, version, kver, arch, os.path.realpath(conf_file))
-        memo_key = self._memo_key(key) if self.tx.conf_memo is not None else None
-        if self.shell.last_conf_key == key and self.shell.last_conf is not None:
-            conf = self.shell.last_conf
-        elif memo_key is not None and self.tx.conf_memo is not None and memo_key in self.tx.conf_memo:
-            conf = self.tx.conf_memo[memo_key]
-            self.shell.last_conf_key, self.shell.last_conf = key, conf
-        else:
-            kernel = self.kernel(kver, arch)
-            files = [Path(conf_file), *self.layout.conf_overrides(module, version, kver, arch)]
-            result = dkmsconf.read_values(files, scope=self.conf_scope(module, version, kernel), env=self.build_env())
-            vmlinux_clang = False
-            vmlinux = kernel.source_dir / "vmlinux"
-            if vmlinux.exists():
-                res = run.run(["readelf", "-p", ".comment", vmlinux], stderr=run.STDOUT)
-                vmlinux_clang = "clang" in res.stdout
-            conf = dkmsconf.resolve(
-                result,
-                path=Path(conf_file),
-                kernel=kernel,
-                running_distribution=self.distro,
-                default_build_dir=self.layout.build_dir(module, version),
-                dest_location=self.dest_location,
-                directives=self.options.directives,
-                deprecation_warnings=strict,
-                vmlinux_is_clang=vmlinux_clang,
-            )
-            for name, value in self.options.directives:
-                self.shell.exported[name] = value
-            self.print_diagnostics(conf.diagnostics)
-            if conf.ok:
-                self.shell.last_conf_key, self.shell.last_conf = key, conf
-                # one that printed warnings is read again, so its warnings show as often as before
-                if memo_key is not None and self.tx.conf_memo is not None and not conf.diagnostics:
-                    self.tx.conf_memo[memo_key] = conf
-        ok = conf.ok
-        if ok and strict:
-            diags, ok = dkmsconf.strict_checks(conf)
-            self.print_diagnostics(diags)
-        if not ok and or_die:
-            shown = path or self.options.conf
-            raise DkmsError(8, "Bad conf file.", f"File: {shown} does not represent a valid dkms.conf file.")
-        return conf
-
-    def _memo_key(self, key: tuple[str, ...]) -> tuple[object, ...] | None:
-        module, version, kver, arch, conf_file = key
-        try:
-            st = os.stat(conf_file)
-        except OSError:
-            return None
-        ids: list[object] = [(st.st_ino, st.st_mtime_ns, st.st_size)]
-        for f in self.layout.conf_overrides(module, version, kver, arch):
-            try:
-                st = f.stat()
-                ids.append((os.fspath(f), st.st_ino, st.st_mtime_ns, st.st_size))
-            except OSError:
-                pass  # absent overrides are the common case
-        o = self.options
-        return (*key, *ids, tuple(o.directives), o.kernel_source_dir, o.kernel_config)
 
     def build_env(self) -> dict[str, str]:
         env = {k: v for k, v in self.env.items() if k not in ("CC", "CXX", "CFLAGS", "CXXFLAGS", "LDFLAGS")}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dkms_hooks.model.paths import Layout
+from dkms_hooks.system import run
 from dkms_hooks.system.compat import StrEnum
 
 
@@ -145,8 +146,6 @@ _KMOD_FEATURE = {Compression.gzip: "ZLIB", Compression.xz: "XZ", Compression.zst
 
 @functools.lru_cache(maxsize=1)
 def _kmod_features() -> frozenset[str] | None:
-    from dkms_hooks.system import run
-
     try:
         res = run.run(["kmod", "--version"])
     except run.ToolMissing:

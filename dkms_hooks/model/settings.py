@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dkms_hooks.model import bashconf
 from dkms_hooks.model.paths import Layout
-from dkms_hooks.system import compat
+from dkms_hooks.system import compat, run
 
 NONSIGNING = ["source_tree", "dkms_tree", "install_tree", "tmp_location", "verbose", "symlink_modules", "autoinstall_all_kernels", "modprobe_on_install", "parallel_jobs", "compress_gzip_opts", "compress_xz_opts", "compress_zstd_opts", "build_environment", "post_transaction"]
 SIGNING = ["sign_file", "mok_signing_key", "mok_certificate", "try_sign_modules"]
@@ -109,8 +109,6 @@ def load_hooks_settings(path: Path) -> HooksSettings:
 
 def nproc(env: Mapping[str, str]) -> str:
     """Upstream asks nproc(1); ask it too (so a pinned nproc is honoured), else the CPU count."""
-    from dkms_hooks.system import run
-
     if run.which("nproc", env):
         try:
             res = run.run(["nproc"], env=env)

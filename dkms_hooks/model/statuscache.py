@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.dkmsconf import BuiltModule
 from dkms_hooks.system import run
@@ -81,7 +82,7 @@ class StatusCache:
         if self.ctx.options.directives:
             return None  # --directive changes the answer and must be shown: no cache
         with self.ctx.subshell():
-            conf = self.ctx.read_conf(module, version, kver, arch,
+            conf = read_conf(self.ctx, module, version, kver, arch,
                                       str(self.ctx.layout.source_link(module, version) / "dkms.conf"), or_die=False)
         if not conf.ok or key is None:
             return None

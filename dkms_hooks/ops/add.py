@@ -8,8 +8,9 @@ import shutil
 from pathlib import Path
 
 from dkms_hooks.model import tree
+from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
-from dkms_hooks.ops import journal, scripts
+from dkms_hooks.ops import journal, rpmsafe, scripts
 from dkms_hooks.ops.files import aside_name
 from dkms_hooks.system.errors import DkmsError
 
@@ -29,7 +30,7 @@ def add_source_tree(ctx: Context, path: str, *, op: journal.Operation | None = N
     check_root(ctx)
     conf_path = os.path.join(src, "dkms.conf")
     o = ctx.options
-    conf = ctx.read_conf(o.module, o.version, o.kernels[0] if o.kernels else "", o.arches[0] if o.arches else "",
+    conf = read_conf(ctx, o.module, o.version, o.kernels[0] if o.kernels else "", o.arches[0] if o.arches else "",
                          conf_path)
     name, version = conf.scalar("PACKAGE_NAME"), conf.scalar("PACKAGE_VERSION")
     if not (name and version):
@@ -81,8 +82,6 @@ def add_module(ctx: Context, module: str, version: str) -> None:
     o = ctx.options
     lay = ctx.layout
     if o.rpm_safe_upgrade:
-        from dkms_hooks.ops import rpmsafe
-
         rpmsafe.write_lock(ctx, module, version)
     if tree.is_added(lay, module, version):
         raise DkmsError(3, f"DKMS tree already contains: {module}/{version}",
@@ -92,7 +91,7 @@ def add_module(ctx: Context, module: str, version: str) -> None:
     if not source_dir.is_dir():
         raise DkmsError(2, "Could not find module source directory.",
                         f"Directory: {source_dir} does not exist.")
-    conf = ctx.read_conf(module, version, o.kernels[0] if o.kernels else "", o.arches[0] if o.arches else "",
+    conf = read_conf(ctx, module, version, o.kernels[0] if o.kernels else "", o.arches[0] if o.arches else "",
                          source_conf, strict=True)
     ctx.console.print(f"Creating symlink {lay.source_link(module, version)} -> {source_dir}")
     link = lay.source_link(module, version)

@@ -7,11 +7,13 @@ import contextlib
 import os
 import re
 import shutil
+import string
 import time
 from pathlib import Path
 
 from dkms_hooks import UPSTREAM_RELEASE
 from dkms_hooks.model import safety, tree
+from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context, Signing
 from dkms_hooks.model.dkmsconf import ModuleConf
 from dkms_hooks.model.kernel import Compression, KernelTarget, version_sort_key
@@ -137,7 +139,7 @@ def _do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> 
         )
     kernel = ctx.kernel(kver, arch)
     compression = kernel.compression(lay)
-    conf = ctx.read_conf(module, version, kver, arch, strict=True)
+    conf = read_conf(ctx, module, version, kver, arch, strict=True)
     if conf.build_exclude:
         raise DkmsWarnExit(
             EXIT_SKIPPED,
@@ -323,8 +325,6 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
 
 def _mkdtemp(parent: Path, prefix: str) -> str:
     """mktemp -d with upstream's six random characters (its suite normalises exactly six)."""
-    import string
-
     alphabet = string.ascii_letters + string.digits
     for _ in range(100):
         # os.urandom rather than secrets: the name only has to be unpredictable, and

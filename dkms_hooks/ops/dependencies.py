@@ -4,6 +4,7 @@ built against an older version of it."""
 from __future__ import annotations
 
 from dkms_hooks.model import tree
+from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.kernel import version_sort_key
 from dkms_hooks.ops import build, install, unbuild
@@ -15,7 +16,7 @@ def newest_version(ctx: Context, module: str, kver: str, arch: str) -> str:
 
 
 def _dependencies_updated(ctx: Context, module: str, version: str, kver: str, arch: str) -> bool:
-    conf = ctx.read_conf(module, version, kver, arch, strict=True)
+    conf = read_conf(ctx, module, version, kver, arch, strict=True)
     base = ctx.layout.built_dir(module, version, kver, arch)
     for dep in conf.build_depends:
         current = newest_version(ctx, dep, kver, arch)
@@ -36,7 +37,7 @@ def rebuild_dependents(ctx: Context, kver: str, arch: str) -> None:
     for e in tree.status_entries(ctx.layout):
         if e.kver != kver or e.arch != arch:
             continue
-        conf = ctx.read_conf(e.module, e.version, kver, arch)
+        conf = read_conf(ctx, e.module, e.version, kver, arch)
         if not conf.build_depends or not conf.build_depends_rebuild or ctx.shell.force:
             continue
         if _dependencies_updated(ctx, e.module, e.version, kver, arch):
@@ -47,7 +48,7 @@ def rebuild_dependents(ctx: Context, kver: str, arch: str) -> None:
         progress = False
         waiting: list[tuple[str, str]] = []
         for m, v in pending:
-            conf = ctx.read_conf(m, v, kver, arch)
+            conf = read_conf(ctx, m, v, kver, arch)
             # a module waits while one of its dependencies is itself still to be rebuilt
             blocked = any(d in {pm for pm, _ in pending if (pm, _) != (m, v)} and d not in rebuilt
                           for d in conf.build_depends)

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from dkms_hooks.model import modinfo, tree
+from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.dkmsconf import BuiltModule, ModuleConf
 from dkms_hooks.model.kernel import Compression, ver_key
@@ -261,7 +262,7 @@ def do_install(ctx: Context, module: str, version: str, kver: str, arch: str) ->
         raise DkmsError(6, f"The directory {lib_tree} doesn't exist.",
                         "You cannot install a module onto a non-existent kernel.")
     compression = ctx.kernel(kver, arch).compression(lay)
-    conf = ctx.read_conf(module, version, kver, arch, strict=True)
+    conf = read_conf(ctx, module, version, kver, arch, strict=True)
     wanted = [m for m in conf.modules if not conf.module_excluded(m.index)]
     for m in wanted:
         if compressed_or_uncompressed(base_dir / "module", m.dest_name, compression) is None:
@@ -438,7 +439,7 @@ def do_uninstall(ctx: Context, module: str, version: str, kver: str, arch: str) 
     backup_dir = lay.original_module_dir(module, kver, arch)
     console.print(f"Module {module}/{version} for kernel {kver} ({arch}):")
     compression = ctx.kernel(kver, arch).compression(lay)
-    conf = ctx.read_conf(module, version, kver, arch)
+    conf = read_conf(ctx, module, version, kver, arch)
     active = lay.active_link(module, kver, arch)
     if not tree.is_active(lay, module, version, kver, arch):
         console.print("This module version was INACTIVE for this kernel.")

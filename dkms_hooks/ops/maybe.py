@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from dkms_hooks.model import dkmsconf, tree
+from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.ops import build, dependencies, install
 from dkms_hooks.ops.unbuild import do_unbuild
@@ -51,7 +52,7 @@ def maybe_uninstall(ctx: Context, module: str, version: str, kver: str, arch: st
         saved = (ctx.shell.last_conf_key, ctx.shell.last_conf)
         try:
             with ctx.console.without_stderr():
-                conf = ctx.read_conf(module, version, kver, arch, os.fspath(conf_file), or_die=False)
+                conf = read_conf(ctx, module, version, kver, arch, os.fspath(conf_file), or_die=False)
         except DkmsError:
             conf = None
         finally:
@@ -75,7 +76,7 @@ def maybe_unbuild(ctx: Context, module: str, version: str, kver: str, arch: str)
 def own_build_dir(ctx: Context, module: str, version: str, kver: str, arch: str) -> bool:
     quiet = ctx.fork(BufferConsole(quiet=True))  # the job itself prints any warnings
     try:
-        conf = quiet.read_conf(module, version, kver, arch, or_die=False)
+        conf = read_conf(quiet, module, version, kver, arch, or_die=False)
     except DkmsError:
         return False
     return conf.ok and build.allows_private_build(quiet, conf, module, version)

@@ -31,7 +31,7 @@ def _start_time(pid: str) -> str:
 
 def write_lock(ctx: Context, module: str, version: str) -> None:
     pid = _rpm_pid()
-    import tempfile
+    import tempfile  # lazy: start-up speed (only rpm's scriptlets get here)
 
     fd, _name = tempfile.mkstemp(prefix=f"dkms_rpm_safe_upgrade_lock.{pid}.", dir=ctx.layout.tmp)
     with os.fdopen(fd, "w") as f:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dkms_hooks.model import safety, tree
+from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.ops import journal
 from dkms_hooks.ops.add import add_source_tree
@@ -30,7 +31,7 @@ def make_tarball(ctx: Context) -> None:
     module, version = o.module, o.version
     kver0 = o.kernels[0] if o.kernels else ""
     arch0 = o.arches[0] if o.arches else ""
-    conf = ctx.read_conf(module, version, kver0, arch0)
+    conf = read_conf(ctx, module, version, kver0, arch0)
     console = ctx.console
     with tempfile.TemporaryDirectory(prefix="dkms.", dir=lay.tmp) as tmp_name:
         tmp = Path(tmp_name)
@@ -217,7 +218,7 @@ def load_tarball(ctx: Context, op: journal.Operation | None = None) -> tuple[Loa
             conf_path = tmp / loc / "dkms.conf"
             if not conf_path.is_file():
                 continue
-            conf = ctx.read_conf(o.module, o.version, o.kernels[0] if o.kernels else "",
+            conf = read_conf(ctx, o.module, o.version, o.kernels[0] if o.kernels else "",
                                  o.arches[0] if o.arches else "", os.fspath(conf_path))
             name, version = conf.scalar("PACKAGE_NAME"), conf.scalar("PACKAGE_VERSION")
             if not (name and version):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -167,7 +168,5 @@ def run_shell(
 
 
 def which(tool: str, env: Mapping[str, str] | None = None) -> str | None:
-    import shutil
-
     path = (env or os.environ).get("PATH", os.defpath)
     return shutil.which(tool, path=path)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dkms_hooks.model import tree
+from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.events import CHANGES, Event, Source, merge
 from dkms_hooks.model.jobs import Job, Outcome, Record
@@ -136,7 +137,7 @@ class Engine:
                 continue
             try:
                 with ctx.subshell():
-                    conf = ctx.read_conf(m, v, kver, arch, str(ctx.layout.source_link(m, v) / "dkms.conf"))
+                    conf = read_conf(ctx, m, v, kver, arch, str(ctx.layout.source_link(m, v) / "dkms.conf"))
             except DkmsError as e:
                 self.tx.add(Record(m, v, kver, Outcome.failed, f"invalid dkms.conf (exit {e.code})",
                                    critical=self._critical(m)))
@@ -247,7 +248,7 @@ class Engine:
                 m, v = source.module, source.version
             else:
                 item = source.directory
-                res = ctx.read_conf("", "", "", "", os.path.join(item, "dkms.conf"), or_die=False)
+                res = read_conf(ctx, "", "", "", "", os.path.join(item, "dkms.conf"), or_die=False)
                 m, v = res.package_name, res.package_version
                 if not (m and v):
                     self.tx.add(Record(item, "", "", Outcome.failed,

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 
 from dkms_hooks.model import tree
+from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.kernel import ver_key
 from dkms_hooks.ops import maybe
@@ -29,7 +30,7 @@ def latest_versions(ctx: Context) -> list[tuple[str, str]]:
 
 def autoinstalls(ctx: Context, module: str, version: str, kver: str, arch: str) -> bool:
     """AUTOINSTALL, read from the registered source's dkms.conf."""
-    return ctx.read_conf(module, version, kver, arch, os.fspath(ctx.layout.source_link(module, version) / "dkms.conf")
+    return read_conf(ctx, module, version, kver, arch, os.fspath(ctx.layout.source_link(module, version) / "dkms.conf")
                          ).autoinstall
 
 

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from dkms_hooks.model import tree
+from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.dkmsconf import EXCLUSIVE_DIRECTIVES, ModuleConf
 from dkms_hooks.model.kernel import ver_key
@@ -98,7 +99,7 @@ def _read_conf(ctx: Context, module: str, version: str, kver: str, arch: str) ->
     """The dkms.conf for this kernel, with what reading it printed kept (not shown)."""
     buf = io.StringIO()
     try:
-        conf = ctx.fork(Console(buf, buf)).read_conf(
+        conf = read_conf(ctx.fork(Console(buf, buf)), 
             module, version, kver, arch, os.fspath(ctx.layout.source_link(module, version) / "dkms.conf"),
             or_die=False)
     except DkmsError as e:

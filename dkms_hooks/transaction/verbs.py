@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable
 
 from dkms_hooks.model import settings, tree
+from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.jobs import Job
 from dkms_hooks.ops import add, journal, maybe, rpmsafe, signing, steps, tarball
@@ -243,7 +244,7 @@ def run_match(ctx: Context) -> None:
         if tree.is_broken(ctx.layout, job.module, job.version):
             return []
         try:
-            conf = ctx.fork(BufferConsole(quiet=True)).read_conf(job.module, job.version, kver, arch, or_die=False)
+            conf = read_conf(ctx.fork(BufferConsole(quiet=True)), job.module, job.version, kver, arch, or_die=False)
         except DkmsError:
             return []
         return list(conf.build_depends) if conf.ok else []
