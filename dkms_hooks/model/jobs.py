@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dkms_hooks.system.compat import StrEnum
+from dkms_hooks.system.errors import EXIT_SKIPPED, DkmsError
 
 
 @dataclass(frozen=True)
@@ -40,3 +41,18 @@ class Record:
     reason: str = ""
     log: str = ""
     critical: bool = False
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What the runner saw of one job: its exit code (None: not run, a job it needs
+    failed) and the error it ended with, when it did not report that itself."""
+
+    job: Job
+    code: int | None
+    error: DkmsError | None = None
+
+    @property
+    def done(self) -> bool:
+        """It ran and did what it should (or BUILD_EXCLUSIVE skipped it)."""
+        return self.code in (0, EXIT_SKIPPED)

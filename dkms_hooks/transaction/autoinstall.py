@@ -55,25 +55,25 @@ def autoinstall(ctx: Context) -> int:
         job_ctx.console.print("")
         return status
 
-    results = runner.run(ctx, plan, body, presign=runner.Presign.first)
+    outcomes = runner.run(ctx, plan, body, presign=runner.Presign.first)
     newly = 0
-    for job, code in zip(jobs, results):
-        if code is None:
+    for r in outcomes:
+        if r.code is None:
             continue
-        if code == 0:
-            installed.append(job.module)
+        if r.code == 0:
+            installed.append(r.job.module)
             newly += 1
-        elif code == EXIT_SKIPPED:
-            skipped.append(job.module)
+        elif r.code == EXIT_SKIPPED:
+            skipped.append(r.job.module)
         else:
-            failed.append(f"{job.module}({code})")
+            failed.append(f"{r.job.module}({r.code})")
     if installed:
         console.print(f"Autoinstall on {kver} succeeded for module(s) {' '.join(installed)}.")
     if skipped:
         console.print(f"Autoinstall on {kver} was skipped for module(s) {' '.join(skipped)}.")
     if failed:
         console.print(f"Autoinstall on {kver} failed for module(s) {' '.join(failed)}.")
-    ran = {job.module for job, code in zip(jobs, results) if code is not None}
+    ran = {r.job.module for r in outcomes if r.code is not None}
     unresolved: list[str] = []
     deferred: list[str] = []
     known_names = {m for m, _ in known}

@@ -202,11 +202,11 @@ class Engine:
                 if not self.initramfs_follows and (tool := self._initramfs_tool()):
                     self._needs_initramfs(tool, kver)
 
-        results = runner.run(ctx, plan, self._run_job, presign=runner.Presign.beside, on_done=on_done)
-        for i, code in enumerate(results):
-            if code is None:
-                job = jobs[i]
-                failed = sorted({jobs[k].module for k in plan.needs[i] if results[k] not in (0, EXIT_SKIPPED)})
+        outcomes = runner.run(ctx, plan, self._run_job, presign=runner.Presign.beside, on_done=on_done)
+        for i, r in enumerate(outcomes):
+            if r.code is None:
+                job = r.job
+                failed = sorted({jobs[k].module for k in plan.needs[i] if not outcomes[k].done})
                 self.tx.add(Record(job.module, job.version, job.kver, Outcome.failed,
                                    f"not built: its BUILD_DEPENDS {' '.join(failed)} failed",
                                    critical=self._critical(job.module)))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from dkms_hooks.model import tree
 from dkms_hooks.model.context import Context
-from dkms_hooks.model.jobs import Job
+from dkms_hooks.model.jobs import Job, Ran
 from dkms_hooks.ops import ccprobe, signing
 from dkms_hooks.system import progress
 from dkms_hooks.system.compat import StrEnum
@@ -21,6 +21,8 @@ from dkms_hooks.transaction.planner import Graph
 
 #: what one job does; returns its exit code (0, EXIT_SKIPPED, or a failure)
 Body = Callable[[Context, Job], int]
+#: the runner's own wrapper of a body: a job by its index, its errors kept
+Guarded = Callable[[Context, int], int]
 #: signing for a kernel, prepared before its builds
 Prepare = Callable[[Context, str, str], None]
 
@@ -37,13 +39,27 @@ class Presign(StrEnum):
 
 def run(ctx: Context, plan: Graph, body: Body, *, presign: Presign = Presign.none,
         prepare: Prepare = signing.prepare_kernel_and_signing,
-        on_done: Callable[[int, int], None] | None = None) -> list[int | None]:
-    """Each job's exit code, or None for a job that did not run because a job it needs
-    failed. ``on_done(i, code)`` is called as each job ends, in its thread and holding its
-    token: work done there (a kernel's depmod once its last job is done) counts in the budget."""
+        on_done: Callable[[int, int], None] | None = None) -> list[Ran]:
+    """What became of each job, in the plan's order: its exit code (None when a job it
+    needs failed), and the error it ended with when ``body`` let one out (not printed: the
+    caller's view says it). ``on_done(i, code)`` is called as each job ends, in its thread
+    and holding its token: work done there (a kernel's depmod once its last job is done)
+    counts in the budget."""
     jobs = plan.jobs
     if not jobs:
         return []
+    errors: dict[int, DkmsError] = {}
+
+    def guarded(job_ctx: Context, i: int) -> int:
+        try:
+            return body(job_ctx, jobs[i])
+        except DkmsError as e:
+            errors[i] = e
+            return e.code or 1
+        except Exception as e:  # noqa: BLE001 - one job's bug must not stop the others
+            job_ctx.console.error(f"internal error in {jobs[i].label}: {e!r}")
+            return EXIT_INTERNAL
+
     first = plan.first_to_build(lambda j: tree.is_built(ctx.layout, j.module, j.version, j.kver, j.arch))
     kernels = dict.fromkeys((j.kver, j.arch) for j in jobs[first:]) if first is not None else {}
     memo = ctx.tx.conf_memo
@@ -52,13 +68,15 @@ def run(ctx: Context, plan: Graph, body: Body, *, presign: Presign = Presign.non
     try:
         with ccprobe.for_transaction(ctx, (j.kver for j in jobs)):
             if ctx.budget() <= 1 or len(jobs) == 1:
-                return _serial(ctx, plan, body, presign, prepare, first, on_done)
-            return _parallel(ctx, plan, body, presign, prepare, first, kernels, on_done)
+                codes = _serial(ctx, plan, guarded, presign, prepare, first, on_done)
+            else:
+                codes = _parallel(ctx, plan, guarded, presign, prepare, first, kernels, on_done)
     finally:
         ctx.tx.conf_memo = memo
+    return [Ran(job, code, errors.get(i)) for i, (job, code) in enumerate(zip(jobs, codes))]
 
 
-def _serial(ctx: Context, plan: Graph, body: Body, presign: Presign, prepare: Prepare, first: int | None,
+def _serial(ctx: Context, plan: Graph, body: Guarded, presign: Presign, prepare: Prepare, first: int | None,
             on_done: Callable[[int, int], None] | None) -> list[int | None]:
     results: list[int | None] = []
     for i, job in enumerate(plan.jobs):
@@ -68,14 +86,14 @@ def _serial(ctx: Context, plan: Graph, body: Body, presign: Presign, prepare: Pr
         if presign is not Presign.none and first is not None and i >= first \
                 and not tree.is_built(ctx.layout, job.module, job.version, job.kver, job.arch):
             _prepare(ctx, prepare, job.kver, job.arch, fatal=presign is Presign.first)
-        code = _guarded(body, ctx, job)
+        code = body(ctx, i)
         results.append(code)
         if on_done is not None:
             on_done(i, code)
     return results
 
 
-def _parallel(ctx: Context, plan: Graph, body: Body, presign: Presign, prepare: Prepare, first: int | None,
+def _parallel(ctx: Context, plan: Graph, body: Guarded, presign: Presign, prepare: Prepare, first: int | None,
               kernels: dict[tuple[str, str], None], on_done: Callable[[int, int], None] | None) -> list[int | None]:
     prologue = BufferConsole(quiet=ctx.console.quiet)
     ready: threading.Event | None = None
@@ -108,7 +126,7 @@ def _parallel(ctx: Context, plan: Graph, body: Body, presign: Presign, prepare: 
     def run_one(i: int, console: BufferConsole) -> int:
         job_ctx = ctx.fork(console, jobserver, ready)
         try:
-            return _guarded(body, job_ctx, plan.jobs[i])
+            return body(job_ctx, i)
         finally:
             if i == first:
                 if ready is not None:
@@ -130,17 +148,6 @@ def _blocked(needed: list[int | None]) -> bool:
     """A job does not run when a job it needs failed or did not run (a module skipped by
     BUILD_EXCLUSIVE counts as done: upstream's autoinstall goes on past it)."""
     return any(r is None or r not in (0, EXIT_SKIPPED) for r in needed)
-
-
-def _guarded(body: Body, ctx: Context, job: Job) -> int:
-    try:
-        return body(ctx, job)
-    except DkmsError as e:  # a body that does not report its own errors
-        report(ctx.console, e)
-        return e.code
-    except Exception as e:  # noqa: BLE001 - one job's bug must not stop the others
-        ctx.console.error(f"internal error in {job.label}: {e!r}")
-        return EXIT_INTERNAL
 
 
 def _prepare(ctx: Context, prepare: Prepare, kver: str, arch: str, *, fatal: bool) -> None:

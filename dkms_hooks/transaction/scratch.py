@@ -153,10 +153,9 @@ def try_builds(ctx: Context, items: list[Item], *, quiet: bool) -> None:
 
         # no private build directories: each scratch module builds for one kernel at a time
         plan = planner.graph(jobs, lambda job: depends.get(job, []), lambda job: False)
-        codes = runner.run(sctx, plan, body, presign=runner.Presign.first, prepare=_prepare_signing)
-        for job, code in zip(jobs, codes):
-            if code is None:
-                results[job] = {"result": "not-run", "exit": None, "message": "a BUILD_DEPENDS failed to build"}
+        for r in runner.run(sctx, plan, body, presign=runner.Presign.first, prepare=_prepare_signing):
+            if r.code is None:
+                results[r.job] = {"result": "not-run", "exit": None, "message": "a BUILD_DEPENDS failed to build"}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for i in wanted:

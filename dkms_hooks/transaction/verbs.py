@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dkms_hooks.model import settings, tree
 from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
-from dkms_hooks.model.jobs import Job
+from dkms_hooks.model.jobs import Job, Ran
 from dkms_hooks.ops import add, journal, maybe, rpmsafe, signing, steps, tarball
 from dkms_hooks.ops.files import aside_name
 from dkms_hooks.ops.unbuild import finish_remove
@@ -102,21 +102,20 @@ def _each_kernel(ctx: Context, step: Step) -> None:
     order, is the run's error."""
     m, v = ctx.options.module, ctx.options.version
     jobs = [Job(m, v, k, a) for k, a in _pairs(ctx)]
-    errors: dict[Job, DkmsError] = {}
 
     def body(job_ctx: Context, job: Job) -> int:
-        try:
-            step(job_ctx, job.module, job.version, job.kver, job.arch)
-        except DkmsError as e:
-            errors[job] = e
-            return e.code or 1
+        step(job_ctx, job.module, job.version, job.kver, job.arch)
         return 0
 
     plan = planner.graph(jobs, lambda job: (), lambda j: maybe.own_build_dir(ctx, j.module, j.version, j.kver, j.arch))
-    runner.run(ctx, plan, body)
-    for job in jobs:
-        if job in errors:
-            raise errors[job]
+    _raise_first(runner.run(ctx, plan, body))
+
+
+def _raise_first(outcomes: list[Ran]) -> None:
+    """Every job's work is done and kept; the first error, in the run's order, is the run's."""
+    for r in outcomes:
+        if r.error is not None:
+            raise r.error
 
 
 def build_module(ctx: Context) -> None:
@@ -221,7 +220,6 @@ def run_match(ctx: Context) -> None:
         return
     signing.check_headers(ctx, ctx.kernel(kver, arch))
     jobs = [Job(e.module, e.version, kver, arch) for e in installed]
-    errors: dict[Job, DkmsError] = {}
 
     def body(job_ctx: Context, job: Job) -> int:
         job_ctx.console.print(f"Module:  {job.module}")
@@ -231,12 +229,8 @@ def run_match(ctx: Context) -> None:
                                   "Missing the source directory or the symbolic link pointing to it.",
                                   "Manual intervention is required!")
             return 0
-        try:
-            maybe.maybe_build(job_ctx, job.module, job.version, kver, arch)
-            maybe.maybe_install(job_ctx, job.module, job.version, kver, arch)
-        except DkmsError as e:
-            errors[job] = e
-            return e.code or 1
+        maybe.maybe_build(job_ctx, job.module, job.version, kver, arch)
+        maybe.maybe_install(job_ctx, job.module, job.version, kver, arch)
         return 0
 
     def depends(job: Job) -> list[str]:
@@ -249,7 +243,4 @@ def run_match(ctx: Context) -> None:
             return []
         return list(conf.build_depends) if conf.ok else []
 
-    runner.run(ctx, planner.graph(jobs, depends, lambda job: False), body)
-    for job in jobs:
-        if job in errors:
-            raise errors[job]
+    _raise_first(runner.run(ctx, planner.graph(jobs, depends, lambda job: False), body))
