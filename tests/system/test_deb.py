@@ -50,7 +50,7 @@ echo "== owner: $(dpkg -S /usr/sbin/dkms /etc/kernel/header_postinst.d/dkms | tr
 cp -r {EXAMPLE} /usr/src/dkms_hooks_example-1.0
 dkms add dkms_hooks_example/1.0
 apt-get install -y --no-install-recommends {headers} 2>&1
-echo "== compiled: $(ls /usr/lib/python3/dist-packages/dkms_hooks/__pycache__ | grep -c '^cli[.]')"
+echo "== compiled: $(ls /usr/lib/python3/dist-packages/dkms_hooks/cli/__pycache__ | grep -c '^main[.]')"
 echo "== man: $(man -w dkms)"
 echo "== completion: $(bash -c '. /usr/share/bash-completion/completions/dkms
     COMP_WORDS=(dkms remove ""); COMP_CWORD=2; _dkms; echo "${{COMPREPLY[*]}}"')"
