@@ -314,7 +314,7 @@ def _ldtarball(ctx: Context, op: journal.Operation) -> str:
 
 def _owed_depmod(ctx: Context, op: journal.Operation) -> str:
     _depmod(ctx, op.kver)
-    # a kernel hook's own note of the same debt (upstream's name)
+    # the same debt as upstream's kernel hooks note it, and as earlier dkms-hooks did
     for pending in ctx.layout.dkms_tree.glob(f"depmod-pending-{op.kver}-*"):
         pending.unlink(missing_ok=True)
     return "finished"
