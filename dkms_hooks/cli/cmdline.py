@@ -9,9 +9,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dkms_hooks.model.options import Options
+
+TYPE_CHECKING = False  # see dkms_hooks/__init__.py
+if TYPE_CHECKING:
+    from typing import Any
 
 ACTIONS = re.compile(
     r"^(remove|(auto|un)?install|match|mktarball|(un)?build|add|status|ldtarball|generate_mok"

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+
+TYPE_CHECKING = False  # see dkms_hooks/__init__.py
+if TYPE_CHECKING:
+    from typing import Any
 
 #: the change fields, in the order the engine applies them
 CHANGES = ("kernels_reinstalling", "kernels_removed", "sources_removed", "sources_added", "kernels_added")

@@ -6,14 +6,17 @@ come first."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, TextIO
 
 from dkms_hooks.model import distro as distros
-from dkms_hooks.model.events import Event
 from dkms_hooks.model.paths import Layout
 
+TYPE_CHECKING = False  # see dkms_hooks/__init__.py: every command imports this module
 if TYPE_CHECKING:
+    from typing import TextIO
+
     import pluggy
+
+    from dkms_hooks.model.events import Event
 
 
 class PluginCalls:
