@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dkms_hooks.model import dkmsconf, tree
+from dkms_hooks.model import dkmsconf, installed, tree
 from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.statuscache import StatusCache, StatusConf
-from dkms_hooks.ops import install
 from dkms_hooks.system.compat import StrEnum
 
 
@@ -50,16 +49,16 @@ def warnings(ctx: Context, e: tree.Entry, cache: StatusCache | None = None) -> l
     for m in conf.modules:
         if conf.module_excluded(m.index):
             continue
-        tree_mod = install.compressed_or_uncompressed(built_dir, m.dest_name, compression)
+        tree_mod = installed.compressed_or_uncompressed(built_dir, m.dest_name, compression)
         if tree_mod is None:
             return found + [StatusWarning.built_missing]
         if tree.is_active(lay, e.module, e.version, e.kver, e.arch):
-            loc = install.actual_dest_location(ctx, conf.modules[m.index], e.module, e.kver, e.arch, compression)
+            loc = installed.actual_dest_location(ctx, conf.modules[m.index], e.module, e.kver, e.arch, compression)
             real = None
             if loc is not None:
-                real = install.compressed_or_uncompressed(Path(f"{lay.install_tree}/{e.kver}{loc}"), m.dest_name,
+                real = installed.compressed_or_uncompressed(Path(f"{lay.install_tree}/{e.kver}{loc}"), m.dest_name,
                                                           compression)
-            if real is None or not install.same_file(tree_mod, real):
+            if real is None or not installed.same_file(tree_mod, real):
                 return found + [StatusWarning.differs]
     return found
 

@@ -9,10 +9,11 @@ import os
 from pathlib import Path
 
 from dkms_hooks.cli.status import entry_conf, warnings
+from dkms_hooks.model import installed as files
 from dkms_hooks.model import tree
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.statuscache import StatusCache
-from dkms_hooks.ops import buildrecord, install
+from dkms_hooks.ops import buildrecord
 
 SCHEMA = "dkms-hooks/status"
 VERSION = 1
@@ -27,12 +28,12 @@ def _modules(ctx: Context, e: tree.Entry, cache: StatusCache) -> list[dict[str, 
     out: list[dict[str, object]] = []
     for m in conf.modules:
         excluded = conf.module_excluded(m.index)
-        built = None if excluded else install.compressed_or_uncompressed(built_dir, m.dest_name, compression)
+        built = None if excluded else files.compressed_or_uncompressed(built_dir, m.dest_name, compression)
         installed: Path | None = None
         if built is not None and active:
-            loc = install.actual_dest_location(ctx, conf.modules[m.index], e.module, e.kver, e.arch, compression)
+            loc = files.actual_dest_location(ctx, conf.modules[m.index], e.module, e.kver, e.arch, compression)
             if loc is not None:
-                installed = install.compressed_or_uncompressed(Path(f"{lay.install_tree}/{e.kver}{loc}"),
+                installed = files.compressed_or_uncompressed(Path(f"{lay.install_tree}/{e.kver}{loc}"),
                                                                m.dest_name, compression)
         probe = installed or built
         signer = cache.signer(probe) if probe is not None else ""

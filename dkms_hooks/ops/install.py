@@ -7,60 +7,26 @@ import os
 import shutil
 from pathlib import Path
 
-from dkms_hooks.model import modinfo, tree
+from dkms_hooks.model import tree
 from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.dkmsconf import BuiltModule, ModuleConf
+from dkms_hooks.model.installed import (
+    actual_dest_location,
+    compare_versions,
+    compressed_or_uncompressed,
+    find_module,
+    same_file,
+    verinfo,
+)
 from dkms_hooks.model.kernel import Compression, ver_key
 from dkms_hooks.ops import build, depmod, journal, scripts, steps, vermagic
 from dkms_hooks.system import run
 from dkms_hooks.system.errors import DkmsError
 
-_ALL_SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz")
-
 
 def module_suffix(ctx: Context, kver: str, arch: str) -> str:
     return ".ko" + ctx.kernel(kver, arch).compression(ctx.layout).suffix
-
-
-def compressed_or_uncompressed(directory: Path, name: str, compression: Compression) -> Path | None:
-    """The module file under ``directory``: uncompressed first, then the kernel's compression.
-    Other compressions count too, so a tree whose compression changed is still understood."""
-    for suffix in (".ko", ".ko" + compression.suffix, *_ALL_SUFFIXES):
-        p = directory / f"{name}{suffix}"
-        if p.exists():
-            return p
-    return None
-
-
-def find_module(tree_dir: Path, name: str) -> list[Path]:
-    found = []
-    wanted = {f"{name}.ko", *(f"{name}{s}" for s in _ALL_SUFFIXES)}
-    for dirpath, _dirs, files in os.walk(tree_dir):
-        for f in files:
-            if f in wanted:
-                p = Path(dirpath) / f
-                if p.is_file() and not p.is_symlink():
-                    found.append(p)
-    return found
-
-
-def _verinfo(path: Path | None) -> tuple[str, str]:
-    if path is None:
-        return "", ""
-    info = modinfo.modinfo(path)
-    words = modinfo.first(info, "version").split()
-    ver = words[0] if words else ""
-    checksum = words[1] if len(words) > 1 else ""
-    return ver, modinfo.first(info, "srcversion") or checksum
-
-
-def compare_versions(a: Path | None, b: Path | None) -> str:
-    """Upstream's compare_module_version: "==", "=", ">" (a newer) or "<"."""
-    va, vb = _verinfo(a), _verinfo(b)
-    if va[0] == vb[0]:
-        return "==" if va[1] == vb[1] else "="
-    return ">" if ver_key(va[0]) > ver_key(vb[0]) else "<"
 
 
 def _obsolete(kver: str, obsolete_by: str) -> bool:
@@ -100,13 +66,13 @@ def version_sanity(ctx: Context, conf: ModuleConf, module: str, version: str, kv
     cmp = compare_versions(kernels_module, dkms_module)
     if cmp == ">" and not force:
         console.error(
-            f"Module version {_verinfo(dkms_module)[0]} for {dest_name}{suffix}",
-            f"is not newer than what is already found in kernel {kver} ({_verinfo(kernels_module)[0]}).",
+            f"Module version {verinfo(dkms_module)[0]} for {dest_name}{suffix}",
+            f"is not newer than what is already found in kernel {kver} ({verinfo(kernels_module)[0]}).",
             "You may override by specifying --force.",
         )
         return False
     if cmp == "==" and not force:
-        ver, src = _verinfo(dkms_module)
+        ver, src = verinfo(dkms_module)
         same_bytes = dkms_module is not None and same_file(kernels_module, dkms_module)
         if (ver + src).strip() or same_bytes:
             if ver:
@@ -117,13 +83,6 @@ def version_sanity(ctx: Context, conf: ModuleConf, module: str, version: str, kv
                                "override by specifying --force")
             return False
     return True
-
-
-def same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
-    except OSError:
-        return False
 
 
 def remove_empty_dirs(top: Path) -> None:
@@ -407,20 +366,6 @@ def weak_modules(ctx: Context, conf: ModuleConf, module: str, kver: str, arch: s
         ctx.console.warn(f"{tool[0]} not found, kABI-compatible kernels are not linked.")
         return
     run.run(tool, input="\n".join(listed) + "\n", stdout=None)
-
-
-def actual_dest_location(ctx: Context, m: BuiltModule, module: str, kver: str, arch: str,
-                         compression: Compression) -> str | None:
-    """Where the installed copy of module ``m`` really is (the distribution's location or
-    the one dkms.conf names), judged by its version."""
-    owned = compressed_or_uncompressed(ctx.layout.active_link(module, kver, arch) / "module", m.dest_name,
-                                       compression)
-    for loc in m.possible_dest_locations():
-        installed = compressed_or_uncompressed(Path(f"{ctx.layout.install_tree}/{kver}{loc}"), m.dest_name,
-                                               compression)
-        if installed is not None and compare_versions(owned, installed) in ("==", "="):
-            return loc
-    return None
 
 
 def _rmdir_parents(base: Path, relative: str) -> None:
