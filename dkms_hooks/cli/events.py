@@ -9,13 +9,14 @@ import sys
 import time
 from collections.abc import Callable
 
+from dkms_hooks.cli import setup
 from dkms_hooks.model import distro
 from dkms_hooks.model.context import Context
 from dkms_hooks.plugins import manager
 from dkms_hooks.plugins.calls import PluginCalls
 from dkms_hooks.system import locking
 from dkms_hooks.system.errors import EXIT_INTERNAL, DkmsError, report
-from dkms_hooks.transaction import engine, recovery
+from dkms_hooks.transaction import engine
 
 
 def run_event(ctx: Context, event_args: list[str], *, system: bool = False) -> int:
@@ -41,7 +42,7 @@ def run_event(ctx: Context, event_args: list[str], *, system: bool = False) -> i
 
     def work() -> int:
         with locking.tree_lock(ctx.layout.dkms_tree, ctx.console):
-            recovery.recover_if_needed(ctx)
+            setup.recover_if_needed(ctx)
             return engine.handle(ctx, event, notes=notes)
 
     limit = ctx.hooks.boot_time_limit if event.at_boot else 0

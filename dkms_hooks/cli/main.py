@@ -76,14 +76,6 @@ def dispatch(ctx: Context) -> int:
     return 0
 
 
-def _recover(ctx: Context) -> None:
-    """Before anything else, finish or undo what a killed dkms left half done."""
-    if journal.records(ctx):
-        from dkms_hooks.transaction import recovery  # lazy: only when a record is left
-
-        recovery.recover(ctx)
-
-
 def split_event(args: list[str]) -> tuple[list[str], list[str]] | None:
     """``[--option=value...] event SOURCE ARGS...``: the options, and what follows ``event``."""
     for i, a in enumerate(args):
@@ -185,7 +177,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
         setup.check_names(ctx)
         if o.action in _MUTATING:
             with locking.tree_lock(ctx.layout.dkms_tree, ctx.console):
-                _recover(ctx)
+                setup.recover_if_needed(ctx)
                 return dispatch(ctx)
         if o.action == "status" and journal.records(ctx):
             from dkms_hooks.transaction import recovery  # lazy: only when a record is left

@@ -13,6 +13,7 @@ from dkms_hooks.model import distro, safety, settings, tree
 from dkms_hooks.model.context import Context, Shell
 from dkms_hooks.model.kernel import version_sort_key
 from dkms_hooks.model.paths import Layout
+from dkms_hooks.ops import journal
 from dkms_hooks.plugins.calls import PluginCalls
 from dkms_hooks.system import run
 from dkms_hooks.system.console import Console
@@ -163,3 +164,12 @@ def check_root_for_install(ctx: Context) -> None:
     # a sandbox or image build and needs no more than write access to it.
     if not ctx.layout.is_relocated_install_tree() and os.geteuid() != 0:
         raise DkmsError(1, "You must be root to use this command.")
+
+
+def recover_if_needed(ctx: Context) -> None:
+    """Before a verb or an event changes the trees (the caller holds the tree lock), finish
+    or undo what a killed dkms left half done."""
+    if journal.records(ctx):
+        from dkms_hooks.transaction import recovery  # lazy: only when a record is left
+
+        recovery.recover(ctx)

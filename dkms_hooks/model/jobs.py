@@ -43,6 +43,11 @@ class Record:
     critical: bool = False
 
 
+def finished(code: int | None) -> bool:
+    """A job that ran and did what it should (or that BUILD_EXCLUSIVE skipped)."""
+    return code in (0, EXIT_SKIPPED)
+
+
 @dataclass(frozen=True)
 class Ran:
     """What the runner saw of one job: its exit code (None: not run, a job it needs
@@ -54,5 +59,4 @@ class Ran:
 
     @property
     def done(self) -> bool:
-        """It ran and did what it should (or BUILD_EXCLUSIVE skipped it)."""
-        return self.code in (0, EXIT_SKIPPED)
+        return finished(self.code)

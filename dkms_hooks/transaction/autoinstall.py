@@ -4,7 +4,6 @@ codes over the one planner and runner."""
 from __future__ import annotations
 
 from dkms_hooks.model import tree
-from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.jobs import Job
 from dkms_hooks.ops import depmod, install, maybe, steps
@@ -29,7 +28,7 @@ def autoinstall(ctx: Context) -> int:
         if tree.is_active(ctx.layout, m, v, kver, arch):
             installed.append(m)
             continue
-        conf = read_conf(ctx, m, v, kver, arch, str(ctx.layout.source_link(m, v) / "dkms.conf"))
+        conf = kernelwide.registered_conf(ctx, m, v, kver, arch)
         if not conf.autoinstall:
             continue
         candidates[m] = v

@@ -137,7 +137,7 @@ class Engine:
                 continue
             try:
                 with ctx.subshell():
-                    conf = read_conf(ctx, m, v, kver, arch, str(ctx.layout.source_link(m, v) / "dkms.conf"))
+                    conf = kernelwide.registered_conf(ctx, m, v, kver, arch)
             except DkmsError as e:
                 self.tx.add(Record(m, v, kver, Outcome.failed, f"invalid dkms.conf (exit {e.code})",
                                    critical=self._critical(m)))
@@ -186,7 +186,7 @@ class Engine:
         # other kernels still build (the slowest depmod's kernel was put first).
         left = {k: sum(1 for j in jobs if j.kver == k) for k in {j.kver for j in jobs}}
         lock = threading.Lock()
-        parallel = ctx.budget() > 1 and len(jobs) > 1
+        parallel = runner.side_by_side(ctx, plan)
 
         def on_done(i: int, code: int) -> None:
             kver = jobs[i].kver

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from dkms_hooks.model import tree
 from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
+from dkms_hooks.model.dkmsconf import ModuleConf
 from dkms_hooks.model.kernel import ver_key
 from dkms_hooks.ops import maybe
 from dkms_hooks.system.errors import DkmsError, report
@@ -28,10 +29,9 @@ def latest_versions(ctx: Context) -> list[tuple[str, str]]:
     return list(latest.items())
 
 
-def autoinstalls(ctx: Context, module: str, version: str, kver: str, arch: str) -> bool:
-    """AUTOINSTALL, read from the registered source's dkms.conf."""
-    return read_conf(ctx, module, version, kver, arch, os.fspath(ctx.layout.source_link(module, version) / "dkms.conf")
-                         ).autoinstall
+def registered_conf(ctx: Context, module: str, version: str, kver: str, arch: str) -> ModuleConf:
+    """The dkms.conf a registration reads for a kernel: its source link's, whatever -c says."""
+    return read_conf(ctx, module, version, kver, arch, os.fspath(ctx.layout.source_link(module, version) / "dkms.conf"))
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def unbuild_for_kernel(ctx: Context, kver: str, arch: str, *, autoinstall_only: 
             continue
         try:
             with ctx.subshell():
-                if autoinstall_only and not autoinstalls(ctx, m, v, kver, arch):
+                if autoinstall_only and not registered_conf(ctx, m, v, kver, arch).autoinstall:
                     continue
         except DkmsError as e:
             if conf_errors_stop:

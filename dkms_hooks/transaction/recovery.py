@@ -39,12 +39,6 @@ class BadRecord(Exception):
     pass
 
 
-def recover_if_needed(ctx: Context) -> None:
-    """Before a verb or an event changes the trees (the caller holds the tree lock)."""
-    if journal.records(ctx):
-        recover(ctx)
-
-
 def recover(ctx: Context) -> int:
     """Recover every record left by a dead process (the caller holds the tree lock).
     Returns how many were handled."""

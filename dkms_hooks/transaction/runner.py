@@ -10,12 +10,12 @@ from collections.abc import Callable
 
 from dkms_hooks.model import tree
 from dkms_hooks.model.context import Context
-from dkms_hooks.model.jobs import Job, Ran
+from dkms_hooks.model.jobs import Job, Ran, finished
 from dkms_hooks.ops import ccprobe, signing
 from dkms_hooks.system import progress
 from dkms_hooks.system.compat import StrEnum
 from dkms_hooks.system.console import BufferConsole
-from dkms_hooks.system.errors import EXIT_INTERNAL, EXIT_SKIPPED, DkmsError, report
+from dkms_hooks.system.errors import EXIT_INTERNAL, DkmsError, report
 from dkms_hooks.transaction import scheduler
 from dkms_hooks.transaction.planner import Graph
 
@@ -35,6 +35,11 @@ class Presign(StrEnum):
     #: beside the first builds, which wait for it only when they come to sign; an error is
     #: printed and each build then meets it itself (host events, plan --build)
     beside = "beside"
+
+
+def side_by_side(ctx: Context, plan: Graph) -> bool:
+    """Whether the jobs run at once (a budget of more than one job, more than one job)."""
+    return ctx.budget() > 1 and len(plan.jobs) > 1
 
 
 def run(ctx: Context, plan: Graph, body: Body, *, presign: Presign = Presign.none,
@@ -67,10 +72,10 @@ def run(ctx: Context, plan: Graph, body: Body, *, presign: Presign = Presign.non
         ctx.tx.conf_memo = {}  # the jobs read each dkms.conf once between them
     try:
         with ccprobe.for_transaction(ctx, (j.kver for j in jobs)):
-            if ctx.budget() <= 1 or len(jobs) == 1:
-                codes = _serial(ctx, plan, guarded, presign, prepare, first, on_done)
-            else:
+            if side_by_side(ctx, plan):
                 codes = _parallel(ctx, plan, guarded, presign, prepare, first, kernels, on_done)
+            else:
+                codes = _serial(ctx, plan, guarded, presign, prepare, first, on_done)
     finally:
         ctx.tx.conf_memo = memo
     return [Ran(job, code, errors.get(i)) for i, (job, code) in enumerate(zip(jobs, codes))]
@@ -147,7 +152,7 @@ def _parallel(ctx: Context, plan: Graph, body: Guarded, presign: Presign, prepar
 def _blocked(needed: list[int | None]) -> bool:
     """A job does not run when a job it needs failed or did not run (a module skipped by
     BUILD_EXCLUSIVE counts as done: upstream's autoinstall goes on past it)."""
-    return any(r is None or r not in (0, EXIT_SKIPPED) for r in needed)
+    return not all(map(finished, needed))
 
 
 def _prepare(ctx: Context, prepare: Prepare, kver: str, arch: str, *, fatal: bool) -> None:
