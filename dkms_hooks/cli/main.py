@@ -29,7 +29,7 @@ _MUTATING = {"add", "build", "install", "uninstall", "unbuild", "remove", "autoi
 
 
 #: verbs with a JSON form (--json); docs/json.md
-_JSON = {"status", "plan", "conf"}
+_JSON = {"status", "plan", "conf", "cache"}
 
 
 # Each verb's code is imported when the verb runs, never at start-up: `dkms status` and
@@ -59,7 +59,13 @@ def _conf(ctx: Context) -> int:
     return confcmd.run_conf(ctx)
 
 
-_VIEWS: dict[str, Callable[[Context], int]] = {"status": _status, "plan": _plan, "conf": _conf}
+def _cache(ctx: Context) -> int:
+    from dkms_hooks.cli import cachecmd  # lazy: start-up speed
+
+    return cachecmd.run_cache(ctx)
+
+
+_VIEWS: dict[str, Callable[[Context], int]] = {"status": _status, "plan": _plan, "conf": _conf, "cache": _cache}
 
 
 def dispatch(ctx: Context) -> int:

@@ -41,6 +41,10 @@ class Record:
     reason: str = ""
     log: str = ""
     critical: bool = False
+    #: for an install: where its modules came from ("make", "cache", "registry"), and why
+    #: the cache could not serve when it was asked
+    source: str = ""
+    cache_note: str = ""
 
 
 def finished(code: int | None) -> bool:

@@ -85,3 +85,46 @@ def modinfo(path: Path) -> dict[str, list[str]]:
 def first(info: dict[str, list[str]], key: str) -> str:
     vals = info.get(key)
     return vals[0] if vals else ""
+
+
+def imported_crcs(data: bytes) -> dict[str, int] | None:
+    """The CRC the module expects for each symbol it imports (its ``__versions`` section,
+    and the extended sections of kernels whose names may be longer), or None when the
+    module was built without CONFIG_MODVERSIONS."""
+    if data[:4] != b"\x7fELF":
+        raise ValueError("not an ELF file")
+    is64 = data[4] == 2
+    endian = "<" if data[5] == 1 else ">"
+    found = {name: data[off:off + size] for name, off, size in sections(data)
+             if name in (b"__versions", b"__version_ext_crcs", b"__version_ext_names")}
+    if not found:
+        return None
+    crcs: dict[str, int] = {}
+    table = found.get(b"__versions", b"")
+    # struct modversion_info: an unsigned long CRC, then the name in what is left of 64 bytes
+    width, word = (64, "Q") if is64 else (64, "I")
+    skip = struct.calcsize(word)
+    for base in range(0, len(table) - width + 1, width):
+        (crc,) = struct.unpack_from(endian + word, table, base)
+        name = table[base + skip: base + width].split(b"\0", 1)[0]
+        crcs[name.decode(errors="replace")] = crc & 0xFFFFFFFF
+    names = found.get(b"__version_ext_names", b"").split(b"\0")
+    ext = found.get(b"__version_ext_crcs", b"")
+    for i, name in enumerate(n for n in names if n):
+        if 4 * i + 4 <= len(ext):
+            crcs[name.decode(errors="replace")] = struct.unpack_from(endian + "I", ext, 4 * i)[0]
+    return crcs
+
+
+def read_symvers(path: Path) -> dict[str, int]:
+    """Symbol -> CRC from a Module.symvers (``0xCRC<TAB>symbol<TAB>module<TAB>export...``)."""
+    out: dict[str, int] = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.split("\t", 2)
+            if len(parts) >= 2:
+                try:
+                    out[parts[1]] = int(parts[0], 16)
+                except ValueError:
+                    continue
+    return out

@@ -135,6 +135,16 @@ class Layout:
         """The last build result per kernel/arch (``<kver>-<arch>.json``), for status and plan."""
         return self.hooks_state / "builds" / module / version
 
+    def build_cache(self, configured: str = "") -> Path:
+        """The build cache: ``[cache] path`` (under the system root), else
+        /var/cache/dkms-hooks/builds for the system's dkms tree, and a relocated tree's own
+        (``.dkms-hooks/cache``), so a sandbox never shares the system's entries."""
+        if configured:
+            return self.sysroot / configured.lstrip("/")
+        if self.dkms_tree == DEFAULT_DKMS_TREE:
+            return self.sysroot / "var/cache/dkms-hooks/builds"
+        return self.hooks_state / "cache"
+
     @property
     def mok_key(self) -> Path:
         return self.dkms_tree / "mok.key"

@@ -7,6 +7,7 @@ nothing. Variables upstream never resets at start-up also come from the environm
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,83 @@ def read_framework(
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    """``[cache]``: the build cache on this host, and the registry a fleet shares it through."""
+
+    enabled: bool = True
+    #: "" = the default place (see Layout.build_cache)
+    path: str = ""
+    #: bytes; the least recently used entries go first when the cache grows past it
+    max_size: int = 2 << 30
+    #: "oci://HOST[:PORT]/REPOSITORY", or "" for no registry
+    remote: str = ""
+    #: push what this host builds (only a host that holds the fleet's signing key should)
+    push: bool = False
+    #: a container-registry auth file ("" = the standard places)
+    registry_auth: str = ""
+    #: certificates a pulled module's signature must verify against
+    trusted_certificates: tuple[str, ...] = ()
+    #: seconds one registry request may take before the module is built locally
+    timeout: float = 10.0
+    #: use plain HTTP (a registry on a trusted local network); TLS otherwise
+    insecure: bool = False
+    #: a CA bundle to verify the registry's TLS certificate with ("" = the system's)
+    ca_file: str = ""
+
+
+_SIZE = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(value: object) -> int:
+    """A size in bytes, from a whole number or a text like "500M" or "2G"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip().upper().removesuffix("IB").removesuffix("B")
+        num, unit = (text[:-1], text[-1]) if text and text[-1] in _SIZE else (text, "")
+        try:
+            n = float(num)
+        except ValueError:
+            n = -1
+        if n >= 0:
+            return int(n * _SIZE[unit])
+    raise ValueError("a size in bytes, or a text such as \"500M\" or \"2G\"")
+
+
+def _cache_settings(path: Path, data: object) -> CacheSettings:
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: [cache] must be a table")
+    known = {f for f in CacheSettings.__dataclass_fields__}
+    unknown = sorted(set(data) - known - {"max_size"})
+    if unknown:
+        raise SettingsError(f"{path}: [cache] has no setting {unknown[0]!r}")
+    d = CacheSettings()
+    try:
+        size = parse_size(data.get("max_size", d.max_size))
+    except ValueError as e:
+        raise SettingsError(f"{path}: [cache] max_size must be {e}") from e
+    for name in ("enabled", "push", "insecure"):
+        if not isinstance(data.get(name, False), bool):
+            raise SettingsError(f"{path}: [cache] {name} must be true or false")
+    for name in ("path", "remote", "registry_auth", "ca_file"):
+        if not isinstance(data.get(name, ""), str):
+            raise SettingsError(f"{path}: [cache] {name} must be a string")
+    remote = data.get("remote", "")
+    if remote and not re.match(r"^oci://[^/\s]+/[a-z0-9]+([._/-][a-z0-9]+)*$", remote):
+        raise SettingsError(f"{path}: [cache] remote must look like oci://HOST[:PORT]/REPOSITORY "
+                            f"(a lower-case repository name), not {remote!r}")
+    certs = data.get("trusted_certificates", [])
+    if not isinstance(certs, list) or not all(isinstance(c, str) for c in certs):
+        raise SettingsError(f"{path}: [cache] trusted_certificates must be a list of file names")
+    timeout = data.get("timeout", d.timeout)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise SettingsError(f"{path}: [cache] timeout must be a number of seconds > 0")
+    return CacheSettings(data.get("enabled", True), data.get("path", ""), size, remote, data.get("push", False),
+                         data.get("registry_auth", ""), tuple(certs), float(timeout), data.get("insecure", False),
+                         data.get("ca_file", ""))
+
+
+@dataclass(frozen=True)
 class HooksSettings:
     """Our own settings, beyond upstream's, from /etc/dkms/dkms-hooks.toml."""
 
@@ -68,6 +146,7 @@ class HooksSettings:
     #: seconds the boot-time catch-up holds the boot; later builds go on in the background
     #: (0: no limit)
     boot_time_limit: int = 120
+    cache: CacheSettings = field(default_factory=CacheSettings)
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
@@ -102,9 +181,11 @@ def load_hooks_settings(path: Path) -> HooksSettings:
     boot_time_limit = data.get("boot_time_limit", 120)
     if not isinstance(boot_time_limit, int) or isinstance(boot_time_limit, bool) or boot_time_limit < 0:
         raise SettingsError(f"{path}: boot_time_limit must be a whole number of seconds >= 0")
-    known = ("critical_modules", "initramfs", "jobs", "build_user", "compiler_probe_cache", "boot_time_limit")
+    cache = _cache_settings(path, data.get("cache", {}))
+    known = ("critical_modules", "initramfs", "jobs", "build_user", "compiler_probe_cache", "boot_time_limit",
+             "cache")
     extra = {k: v for k, v in data.items() if k not in known}
-    return HooksSettings(tuple(critical), initramfs, jobs, build_user, probe_cache, boot_time_limit, extra)
+    return HooksSettings(tuple(critical), initramfs, jobs, build_user, probe_cache, boot_time_limit, cache, extra)
 
 
 def nproc(env: Mapping[str, str]) -> str:

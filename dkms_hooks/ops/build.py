@@ -4,6 +4,7 @@ result into the tree in one rename."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -15,9 +16,11 @@ from dkms_hooks import UPSTREAM_RELEASE
 from dkms_hooks.model import safety, tree
 from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context, Signing
-from dkms_hooks.model.dkmsconf import ModuleConf
+from dkms_hooks.model.dkmsconf import BuiltModule, ModuleConf
 from dkms_hooks.model.kernel import Compression, KernelTarget, version_sort_key
 from dkms_hooks.ops import add, buildrecord, builduser, journal, scripts, signing, steps
+from dkms_hooks.ops.cache import step as cachestep
+from dkms_hooks.ops.cache.store import Built, Entry
 from dkms_hooks.ops.files import prune_empty_parents
 from dkms_hooks.system import run
 from dkms_hooks.system.errors import EXIT_SKIPPED, DkmsError, DkmsWarnExit
@@ -114,15 +117,16 @@ def private_build_dir(ctx: Context, conf: ModuleConf, module: str, version: str,
 def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
     """Build, and keep the result (and a failed build's log) for status and plan."""
     try:
-        _do_build(ctx, module, version, kver, arch)
+        how = _do_build(ctx, module, version, kver, arch)
     except DkmsError as e:
         if e.code in buildrecord.BUILD_FAILURES:
             buildrecord.record_failure(ctx, module, version, kver, arch, e)
         raise
-    buildrecord.record_success(ctx, module, version, kver, arch)
+    buildrecord.record_success(ctx, module, version, kver, arch, source=how.source if how else cachestep.Source.make,
+                               cache_note=how.note if how else "")
 
 
-def _do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
+def _do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> cachestep.Lookup | None:
     lay = ctx.layout
     if not tree.is_added(lay, module, version):
         add.add_module(ctx, module, version)
@@ -165,7 +169,11 @@ def _do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> 
 
     env = ctx.build_env()
     _compiler_env(ctx, kernel, env)
+    before = dict(env)
     env = _build_environment(ctx, env)
+    # what a build environment file and --directive add, for the cache's key
+    extra_env = {k: v for k, v in env.items() if before.get(k) != v}
+    extra_env.update(ctx.shell.exported)
     if ctx.tx.cc_probes is not None:
         env = ctx.tx.cc_probes.env(env, build_dir, user)
 
@@ -187,19 +195,20 @@ def _do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> 
 
     with journal.operation(ctx, "build", module, version, kver, arch, build_dir=os.fspath(build_dir),
                            kernel_dir=os.fspath(kernel_dir), base_dir=os.fspath(base_dir)) as op:
-        _make_and_place(ctx, op, conf, kernel, env, sign, compression, make_command, build_dir, user,
-                        module, version, kver, arch)
+        how = _make_and_place(ctx, op, conf, kernel, env, extra_env, sign, compression, make_command, build_dir,
+                              user, module, version, kver, arch)
     if private is not None:
         prune_empty_parents(private.parent, lay.hooks_state)
         # as after upstream's build: no build/ left (add made an empty one)
         with contextlib.suppress(OSError):
             lay.build_dir(module, version).rmdir()
+    return how
 
 
 def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kernel: KernelTarget,
-                    env: dict[str, str], sign: Signing | None, compression: Compression, make_command: str,
-                    build_dir: Path, user: RunAs | None, module: str, version: str, kver: str,
-                    arch: str) -> None:
+                    env: dict[str, str], extra_env: dict[str, str], sign: Signing | None, compression: Compression,
+                    make_command: str, build_dir: Path, user: RunAs | None, module: str, version: str, kver: str,
+                    arch: str) -> cachestep.Lookup | None:
     lay = ctx.layout
     source_dir = lay.source_link(module, version)
     kernel_dir = lay.kernel_dir(module, version, kver)
@@ -234,19 +243,28 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
     scripts.run_script(ctx, "pre_build", conf.script("PRE_BUILD"), module, version, logfile=build_log,
                        variables=variables, as_user=user)
 
+    deps = cachestep.dependency_symvers(ctx, conf, kver, arch)
+    found = cachestep.find(ctx, cachestep.inputs(ctx, conf, kernel, module, version, make_command=make_command,
+                                                 build_dir=build_dir, env=env, extra_env=extra_env, deps=deps), deps)
     if make_command.startswith("make"):
         # beside other builds, make takes its jobs from the shared jobserver instead of -jN
         jobs = "" if ctx.jobserver is not None else f" -j{ctx.parallel_jobs}"
         make_command = f"make{jobs} KERNELRELEASE={kver}" + make_command[4:]
-    rc = steps.invoke_shell(ctx, make_command, "Building module(s)", build_log, cwd=build_dir,
-                            variables=variables, env=env, as_user=user)
-    if rc != 0:
-        raise DkmsError(10, f"Bad return status for module build on kernel: {kver} ({arch})",
-                        f"Consult {build_log} for more information.")
+    hit = found.entry if found is not None else None
+    if hit is not None:
+        # upstream's line, so that scripts reading it see a build; the log says where from
+        steps.invoke_python(ctx, make_command, "Building module(s)", functools.partial(_from_cache, hit, build_log))
+    else:
+        rc = steps.invoke_shell(ctx, make_command, "Building module(s)", build_log, cwd=build_dir,
+                                variables=variables, env=env, as_user=user)
+        if rc != 0:
+            raise DkmsError(10, f"Bad return status for module build on kernel: {kver} ({arch})",
+                            f"Consult {build_log} for more information.")
 
     wanted = [m for m in conf.modules if not conf.module_excluded(m.index)]
+    cached = {b.built_path: b.path for b in hit.modules} if hit is not None else {}
     for m in wanted:
-        if not Path(f"{build_dir}/{m.built_path}.ko").exists():
+        if m.built_path not in cached and not Path(f"{build_dir}/{m.built_path}.ko").exists():
             raise DkmsError(
                 7,
                 f"Build of {m.built_path}.ko failed for: {kver} ({arch})",
@@ -262,6 +280,8 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
     (staging / "log").mkdir()
     (staging / "module").mkdir()
     symvers = build_dir / "Module.symvers"
+    if hit is not None:
+        symvers = hit.symvers or symvers
     work = staging / ".work"
     if symvers.is_file():
         shutil.copy2(builduser.take_back(symvers, build_dir, work) if user else symvers,
@@ -271,21 +291,37 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
         ctx.signing_ready.wait()
         signing.prepare_kernel_and_signing(ctx, kver, arch)
         sign = ctx.shell.signing
+    ready: list[tuple[BuiltModule, Path]] = []
     for m in wanted:
         built = Path(f"{build_dir}/{m.built_path}.ko")
+        if m.built_path in cached:
+            # where make would have left it: the entry's own file stays unsigned
+            built.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached[m.built_path], built)
         if not built.is_file():
             ctx.console.warn(f"{built} has disappeared")
             continue
         if user is not None:
             built = builduser.take_back(built, build_dir, work)
-        if m.strip:
+        if m.strip and m.built_path not in cached:
             strip = "llvm-strip" if env.get("CC") == "clang" else "strip"
             try:
                 run.run([strip, "-g", built], stdout=None)
             except run.ToolMissing:
                 ctx.console.warn(f"{strip} not found: {built.name} keeps its debug symbols.")
-        if sign is not None and sign.enabled:
+        ready.append((m, built))
+    if found is not None and hit is None and len(ready) == len(wanted):
+        # kept before signing and compressing, so that one entry serves hosts with other keys
+        cachestep.keep(ctx, found, {"module": module, "version": version, "kernel": kver, "arch": arch},
+                       [Built(m.built_path, p) for m, p in ready], symvers if symvers.is_file() else None, build_log)
+    for m, built in ready:
+        # the fleet's modules come signed by its key, verified on the way in: kept as they are
+        if sign is not None and sign.enabled and not (hit is not None and hit.signed):
             signing.sign_module(ctx, sign, built)
+    if found is not None and hit is None and len(ready) == len(wanted) and cachestep.holds_fleet_key(ctx, sign):
+        cachestep.share(ctx, found, {"module": module, "version": version, "kernel": kver, "arch": arch},
+                        [Built(m.built_path, p) for m, p in ready], symvers if symvers.is_file() else None, build_log)
+    for m, built in ready:
         result = built
         if compression is not Compression.none:
             result = _compress(ctx, compression, built) or built
@@ -321,6 +357,18 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
     except OSError:
         pass
     shutil.rmtree(build_dir, ignore_errors=True)
+    return found
+
+
+def _from_cache(entry: Entry, build_log: Path) -> int:
+    with open(build_log, "a", encoding="utf-8") as log:
+        log.write(f"\nBuilding module(s)\n# taken from the build cache, entry {entry.key}; "
+                  "the log of the build that made it follows\n")
+        try:
+            log.write((entry.path / "make.log").read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            pass
+    return 0
 
 
 def _mkdtemp(parent: Path, prefix: str) -> str:

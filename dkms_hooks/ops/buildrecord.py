@@ -35,6 +35,10 @@ class BuildRecord:
     exit: int = 0
     message: str = ""
     log: str = ""
+    #: where the modules came from: "make", "cache" (this host's) or "registry"
+    source: str = "make"
+    #: why the cache or the registry was not used, when it was asked and could not serve
+    cache_note: str = ""
 
     @property
     def build_failed(self) -> bool:
@@ -82,11 +86,12 @@ def _write(ctx: Context, record: BuildRecord) -> None:
         pass  # the record is a convenience: never fail a build over it
 
 
-def record_success(ctx: Context, module: str, version: str, kver: str, arch: str) -> None:
+def record_success(ctx: Context, module: str, version: str, kver: str, arch: str, *, source: str = "make",
+                   cache_note: str = "") -> None:
     log = ctx.layout.built_dir(module, version, kver, arch) / "log/make.log"
     failed_log_path(ctx, module, version, kver, arch).unlink(missing_ok=True)
     _write(ctx, BuildRecord(module, version, kver, arch, "ok", time.time(), 0, "",
-                            os.fspath(log) if log.is_file() else ""))
+                            os.fspath(log) if log.is_file() else "", source, cache_note))
 
 
 def record_failure(ctx: Context, module: str, version: str, kver: str, arch: str, error: DkmsError) -> None:
@@ -118,6 +123,6 @@ def _load(path: Path) -> BuildRecord | None:
         d = json.loads(path.read_text())
         return BuildRecord(str(d["module"]), str(d["version"]), str(d["kernel"]), str(d["arch"]),
                            str(d["result"]), float(d["time"]), int(d.get("exit", 0)), str(d.get("message", "")),
-                           str(d.get("log", "")))
+                           str(d.get("log", "")), str(d.get("source", "make")), str(d.get("cache_note", "")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

@@ -17,7 +17,7 @@ from dkms_hooks.model.context import Context
 from dkms_hooks.model.events import CHANGES, Event, Source, merge
 from dkms_hooks.model.jobs import Job, Outcome, Record
 from dkms_hooks.model.kernel import version_sort_key
-from dkms_hooks.ops import add, depmod, maybe, signing
+from dkms_hooks.ops import add, buildrecord, depmod, maybe, signing
 from dkms_hooks.ops.buildrecord import keep_failed_log
 from dkms_hooks.system import progress
 from dkms_hooks.system.console import BufferConsole
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 #: the colour of an outcome in the summary, on a terminal
 _KIND = {Outcome.installed: "ok", Outcome.current: "ok", Outcome.skipped: "skipped", Outcome.failed: "failed"}
+#: an install whose modules did not come from make says where they came from
+_FROM = {"cache": "from this host's build cache", "registry": "from the fleet's registry, signature verified"}
 
 
 @dataclass
@@ -83,8 +85,9 @@ class Engine:
         if tree.is_installed(ctx.layout, module, version, kver, arch):
             self.tx.add(Record(module, version, kver, Outcome.current, critical=self._critical(module)))
             return 0
+        built_here = not tree.is_built(ctx.layout, module, version, kver, arch)
         try:
-            if not tree.is_built(ctx.layout, module, version, kver, arch):
+            if built_here:
                 signing.prepare_kernel_and_signing(ctx, kver, arch)
             with ctx.subshell():
                 self._replace_or_install(ctx, module, version, kver, arch)
@@ -102,7 +105,9 @@ class Engine:
             self.tx.add(Record(module, version, kver, Outcome.failed, f"internal error: {e!r}",
                                critical=self._critical(module)))
             return EXIT_INTERNAL
-        self.tx.add(Record(module, version, kver, Outcome.installed, critical=self._critical(module)))
+        built = buildrecord.read(ctx, module, version, kver, arch) if built_here else None
+        self.tx.add(Record(module, version, kver, Outcome.installed, critical=self._critical(module),
+                           source=built.source if built else "", cache_note=built.cache_note if built else ""))
         return 0
 
     @staticmethod
@@ -406,6 +411,10 @@ class Engine:
             line = f"  {word}{' ' * (10 - len(r.outcome.value))} {what}{where}"
             if r.reason:
                 line += f": {r.reason}"
+            if r.source in _FROM:
+                line += f" ({_FROM[r.source]})"
+            if r.cache_note:
+                line += f" (built here: {r.cache_note})"
             if r.log:
                 line += f" (log: {r.log})"
             if r.outcome is Outcome.failed:

@@ -1,0 +1,207 @@
+"""The cache as a step of ``dkms build``: after the source is copied, patched and
+PRE_BUILD has run, look the key up (this host, then the fleet's registry); after a build
+that ran make, keep what it made. Nothing here ever fails a build: a cache that cannot be
+read or written is a miss, said once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dkms_hooks.model import tree
+from dkms_hooks.model.context import Context
+from dkms_hooks.model.dkmsconf import ModuleConf
+from dkms_hooks.model.kernel import KernelTarget
+from dkms_hooks.model.context import Signing
+from dkms_hooks.ops.cache import signature, verify
+from dkms_hooks.ops.cache.key import KeyInputs, compute, file_sha256
+from dkms_hooks.ops.cache.remote import NotThere, Registry, RegistryError
+from dkms_hooks.ops.cache.store import MANIFEST, Built, Entry, HostCache, manifest_for
+
+
+class Source:
+    """Where a build's modules came from (BuildRecord.source)."""
+
+    make = "make"
+    cache = "cache"
+    registry = "registry"
+
+
+@dataclass
+class Lookup:
+    key: str
+    entry: Entry | None = None
+    #: Source.cache or Source.registry on a hit
+    source: str = Source.make
+    #: why a hit was refused or the registry not used (for the summary and status)
+    note: str = ""
+
+
+def host_cache(ctx: Context) -> HostCache | None:
+    c = ctx.hooks.cache
+    if not c.enabled:
+        return None
+    return HostCache(ctx.layout.build_cache(c.path), c.max_size)
+
+
+def dependency_symvers(ctx: Context, conf: ModuleConf, kver: str, arch: str) -> list[Path]:
+    out = []
+    for dep in conf.build_depends:
+        for e in tree.status_entries(ctx.layout, dep, "", kver, arch):
+            if e.state is tree.State.installed:
+                path = ctx.layout.built_dir(dep, e.version, kver, arch) / "module/Module.symvers"
+                if path.is_file():
+                    out.append(path)
+    return out
+
+
+def inputs(ctx: Context, conf: ModuleConf, kernel: KernelTarget, module: str, version: str, *,
+           make_command: str, build_dir: Path, env: dict[str, str], extra_env: dict[str, str],
+           deps: Sequence[Path]) -> KeyInputs:
+    modules = tuple((m.built_path, m.strip) for m in conf.modules if not conf.module_excluded(m.index))
+    return KeyInputs(module, version, kernel, make_command, conf.scalar("CLEAN"), modules, build_dir, env,
+                     extra_env, tuple((p.parents[4].name, file_sha256(p)) for p in deps))
+
+
+def find(ctx: Context, key_inputs: KeyInputs, deps: Sequence[Path]) -> Lookup | None:
+    """The key, and a verified entry for it if this host has one. None: no cache."""
+    cache = host_cache(ctx)
+    if cache is None:
+        return None
+    lay = ctx.layout
+    trees = [key_inputs.build_dir, lay.build_dir(key_inputs.module, key_inputs.version), lay.dkms_tree,
+             Path(os.path.realpath(key_inputs.kernel.source_dir)), key_inputs.kernel.source_dir]
+    try:
+        key = compute(key_inputs, trees=trees)
+    except OSError as e:
+        ctx.console.warn(f"build cache: cannot compute the key ({e}); building.")
+        return None
+    found = Lookup(key)
+    try:
+        entry = cache.get(key)
+        if entry is not None:
+            why = verify.refusal(entry, key_inputs.kernel, deps)
+            if why is None:
+                cache.touch(entry)
+                found.entry, found.source = entry, Source.cache
+                return found
+            cache.discard(key)
+            found.note = f"the cached build was refused ({why})"
+            ctx.console.warn(f"build cache: entry {key[:12]} refused: {why}; building.")
+    except OSError as e:
+        found.note = f"the build cache could not be read ({e})"
+        return found
+    if ctx.hooks.cache.remote:
+        _pull(ctx, cache, found, key_inputs.kernel, deps)
+    return found
+
+
+def _trusted(ctx: Context) -> list[Path]:
+    return [ctx.layout.sysroot / c.lstrip("/") for c in ctx.hooks.cache.trusted_certificates]
+
+
+def _pull(ctx: Context, cache: HostCache, found: Lookup, kernel: KernelTarget, deps: Sequence[Path]) -> None:
+    """Fetch the entry from the fleet's registry; it is kept only if every check passes,
+    each module's signature among them."""
+    certs = _trusted(ctx)
+    if not certs:
+        found.note = "the registry is not used: [cache] trusted_certificates is empty"
+        return
+    registry = Registry(ctx.hooks.cache, ctx.layout.sysroot)
+    cache.root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".pull-", dir=cache.root))
+    try:
+        try:
+            got = registry.pull(found.key, scratch / "entry")
+        except NotThere:
+            return
+        except (RegistryError, ImportError) as e:
+            found.note = _registry_note(e)
+            return
+        try:
+            manifest = json.loads((got / MANIFEST).read_text())
+        except (OSError, ValueError):
+            manifest = None
+        if not isinstance(manifest, dict) or manifest.get("key") != found.key or manifest.get("signed") is not True:
+            found.note = "refused the registry's entry: its manifest does not describe this build"
+            return
+        entry = Entry(found.key, got, manifest)
+        why = verify.refusal(entry, kernel, deps)
+        if why is None:
+            bundle = signature.trusted_bundle(certs, scratch)
+            for m in entry.modules:
+                why = why or signature.refusal(m.path, bundle)
+        if why is not None:
+            found.note = f"refused the registry's entry: {why}"
+            ctx.console.warn(f"build cache: the registry's entry {found.key[:12]} was refused: {why}; building.")
+            return
+        adopted = cache.adopt(found.key, got) or cache.get(found.key)
+        if adopted is not None and adopted.signed:
+            found.entry, found.source = adopted, Source.registry
+    except (OSError, ValueError) as e:
+        found.note = f"refused the registry's entry: {e}"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _registry_note(e: BaseException) -> str:
+    if isinstance(e, ImportError):
+        return "the registry is not used: the oras library is not installed (python3 -m pip install oras)"
+    return f"registry: {e}"
+
+
+def holds_fleet_key(ctx: Context, sign: Signing | None) -> bool:
+    """Whether this host signs with one of the fleet's trusted certificates (only such a
+    host pushes: what it pushes must verify on the others)."""
+    if sign is None or not sign.enabled or not sign.cert:
+        return False
+    try:
+        mine = signature.certificate_der(Path(sign.cert))
+        return any(signature.certificate_der(c) == mine for c in _trusted(ctx))
+    except (OSError, ValueError):
+        return False
+
+
+def share(ctx: Context, found: Lookup, meta: dict[str, object], signed: Sequence[Built], symvers: Path | None,
+          log: Path | None) -> None:
+    """Push the signed modules of a build that ran make to the fleet's registry."""
+    c = ctx.hooks.cache
+    if not (c.remote and c.push) or found.entry is not None:
+        return
+    with tempfile.TemporaryDirectory(prefix="dkms-push-") as tmp:
+        files: dict[str, Path] = {}
+        listed = []
+        for i, m in enumerate(signed):
+            files[f"{i}.ko"] = Path(shutil.copyfile(m.path, Path(tmp, f"{i}.ko")))
+            listed.append({"built_path": m.built_path, "file": f"{i}.ko"})
+        for name, src in (("Module.symvers", symvers), ("make.log", log)):
+            if src is not None and src.is_file():
+                files[name] = Path(shutil.copyfile(src, Path(tmp, name)))
+        manifest = manifest_for(found.key, {**meta, "modules": listed, "signed": True, "created": time.time()}, files)
+        Path(tmp, MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        files[MANIFEST] = Path(tmp, MANIFEST)
+        try:
+            Registry(c, ctx.layout.sysroot).push(found.key, files)
+        except (RegistryError, ImportError, OSError) as e:
+            note = _registry_note(e) if not isinstance(e, OSError) else f"registry: {e}"
+            found.note = f"not shared: {note.removeprefix('registry: ')}"
+            ctx.console.warn(f"build cache: could not push to {c.remote}: {note.removeprefix('registry: ')}.")
+
+
+def keep(ctx: Context, found: Lookup, meta: dict[str, object], modules: Sequence[Built], symvers: Path | None,
+         log: Path | None) -> None:
+    """Add what make built to this host's cache, and keep the cache within its size."""
+    cache = host_cache(ctx)
+    if cache is None:
+        return
+    try:
+        cache.put(found.key, meta, modules, symvers, log)
+        cache.prune()
+    except OSError as e:
+        ctx.console.warn(f"build cache: could not keep this build ({e}).")
