@@ -14,6 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
+import cache  # noqa: E402
 from fabricate import fabricate  # noqa: E402
 
 OURS = [os.environ["DKMS_HOOKS_BENCH_DKMS"]] if os.environ.get("DKMS_HOOKS_BENCH_DKMS") else [
@@ -131,6 +132,9 @@ def main() -> None:
     print(f"machine: {budget} cores, kernels with headers: {', '.join(ks)}; module tree installed for: "
           f"{', '.join(installed_trees) or 'none'}", flush=True)
     print(f"upstream: {sh(*UPSTREAM, '--version').stdout.strip()} (Debian package); ours: dkms-hooks", flush=True)
+    if "--cache" in sys.argv:
+        cache_section(ks)
+        return
     results: list[tuple[str, float, float]] = []
 
     # 1. autoinstall of 6 modules for every kernel, each driven the way its distro hooks drive it:
@@ -246,6 +250,20 @@ def main() -> None:
         print(f"{what:<55} {u:>8.2f}s {o:>8.2f}s {o / u:>6.3f}x")
     print(f"peak memory of our process: status {status_rss / 1024:.0f} MB; "
           f"{own[-1].split(':', 1)[1].strip() if own else 'n/a'} during an autoinstall transaction")
+    cache_section(ks)
+
+
+def cache_section(ks: list[str]) -> None:
+    """The build cache (bench/cache.py): a repeat build, and a second host from a registry."""
+    reset()
+    print("\nbuild cache:", flush=True)
+    rows = cache.repeat_build(OURS, UPSTREAM, ks[0], REPS)
+    names = write_modules(MODULES)
+    rows += cache.fleet(OURS, UPSTREAM, ks, names)
+    reset()
+    print(f"{'work':<75} {'baseline':>9} {'ours':>9} {'ratio':>7}")
+    for what, base, ours in rows:
+        print(f"{what:<75} {base:>8.2f}s {ours:>8.2f}s {ours / base:>6.3f}x")
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ import base64
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +89,7 @@ class Registry:
         return sorted(self.storage.glob("docker/registry/v2/blobs/sha256/*/*/data"))
 
 
-def start_registry(root: Path, *, level: str = "warn") -> Registry:
+def start_registry(root: Path, *, level: str = "warn", readonly: bool = False) -> Registry:
     root.mkdir(parents=True, exist_ok=True)
     ca, cert, key = make_ca(root / "tls")
     htpasswd = root / "htpasswd"
@@ -104,6 +104,9 @@ storage:
     rootdirectory: {root / 'storage'}
   delete:
     enabled: true
+  maintenance:
+    readonly:
+      enabled: {str(readonly).lower()}
 http:
   addr: 127.0.0.1:{port}
   tls:

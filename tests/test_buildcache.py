@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import KERNELS, Sandbox, needs_kernel
 from modsrc import write_module
 
@@ -154,7 +153,7 @@ def test_cache_status_prune_and_clear(setup: tuple[Sandbox, Path, str]) -> None:
     text = sb.dkms("cache", "status", check=True).stdout
     assert "2 entries" in text and "cachy/1.0" in text
     # least recently used first: cachy's entry is older
-    old = [e for e in entries(sb) if json.loads(e.read_text())["module"] == "cachy"][0]
+    old = next(e for e in entries(sb) if json.loads(e.read_text())["module"] == "cachy")
     os.utime(old, (1, 1))
     one = max(int(e["size"]) for e in status["entries"])
     (sb.etc / "dkms-hooks.toml").write_text(f"[cache]\nmax_size = {one}\n")
@@ -164,3 +163,16 @@ def test_cache_status_prune_and_clear(setup: tuple[Sandbox, Path, str]) -> None:
     assert entries(sb) == []
     res = sb.dkms("cache", "frobnicate")
     assert res.returncode == 2 and "Unknown cache action" in res.stderr
+
+
+def test_the_event_summary_says_where_a_module_came_from(setup: tuple[Sandbox, Path, str]) -> None:
+    sb, count, kver = setup
+    (sb.etc / "dkms-hooks.toml").write_text("initramfs = \"none\"\n")
+    res = sb.event("apt", "headers-postinst", kver)
+    assert res.returncode == 0, res.output
+    assert f"installed  cachy/1.0, {kver}\n" in res.stdout
+    sb.dkms("remove", "cachy/1.0", "--all", check=True)
+    sb.dkms("add", "cachy/1.0", check=True)
+    res = sb.event("apt", "headers-postinst", kver)
+    assert f"installed  cachy/1.0, {kver} (from this host's build cache)\n" in res.stdout, res.stdout
+    assert makes(count) == 1

@@ -34,6 +34,7 @@ VERBS = [
     "kernel_prerm",
     "conf",
     "plan",
+    "cache",
     "event",
 ]
 
@@ -107,6 +108,8 @@ def test_bash_verbs_and_options(root: Path) -> None:
     assert "--json" in status and "--dkmstree" in status and "--force" not in status
     assert "--build" in bash_complete(root, "dkms", "plan", "--b")
     assert bash_complete(root, "dkms", "conf", "--r") == ["--raw"]
+    assert bash_complete(root, "dkms", "cache", "") == ["status", "prune", "clear"]
+    assert bash_complete(root, "dkms", "cache", "--j") == ["--json"]
     assert sorted(bash_complete(root, "dkms", "--ver")) == ["--verbose", "--version"]
 
 
@@ -165,6 +168,7 @@ def test_zsh_completes_through_compinit(root: Path, tmp_path: Path) -> None:
     assert zsh_complete(root, "dkms remove -m foo-bar -v ") == ["1.2"]
     assert zsh_complete(root, "dkms install foo-bar/1.2 -k ") == ["6.1.0-test", "6.12.5-test"]
     assert zsh_complete(root, "dkms event rpm post") == ["post", "posttrans"]
+    assert zsh_complete(root, "dkms cache ") == ["status", "prune", "clear"]
     assert "--json" in zsh_complete(root, "dkms status --")
     other = make_root(tmp_path / "other", dkms_tree="dkms")
     shutil.rmtree(other / "dkms/foo-bar")

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 import registry as oci
 from conftest import KERNELS, Sandbox, make_sandbox, needs_kernel
 from modsrc import write_module
@@ -100,7 +99,8 @@ def test_host_b_installs_the_fleet_s_builds_without_make(fleet, tmp_path: Path) 
     assert installed(b) == installed(a) and len(installed(b)) == len(MODULES) * len(KERNELS)
     assert set(sources(b).values()) == {"registry"}
     for ko in (b.install_tree).glob("*/updates/dkms/*.ko"):
-        info = subprocess.run(["modinfo", "-F", "signer", str(ko)], capture_output=True, text=True).stdout
+        info = subprocess.run(["modinfo", "-F", "signer", str(ko)], capture_output=True, text=True,
+                              check=True).stdout
         assert info.strip() == "fleet"
     # B's own key never touched them: installed as signed by the fleet, not re-signed
     status = b.dkms("status", check=True).stdout
@@ -159,7 +159,7 @@ def test_another_signer_and_an_unsigned_artifact_are_refused(fleet, tmp_path: Pa
 
 
 def test_a_registry_stopped_mid_transaction_falls_back_to_local_builds(fleet, tmp_path: Path) -> None:
-    reg, (_key, cert), a = fleet
+    reg, (_key, cert), _a = fleet
     b, b_makes = host(tmp_path / "b", reg, trusted=cert, timeout=5)
     log = reg.root / "registry.log"
     start = log.stat().st_size
@@ -213,3 +213,22 @@ def test_a_registry_that_never_answers_costs_one_timeout(tmp_path: Path) -> None
     assert notes == {"make: registry: the registry did not answer within 2 s"}, notes
     # one timeout for the run, not one per module (6 x 2 s)
     assert elapsed < 2 * len(MODULES), elapsed
+
+
+def test_a_registry_that_refuses_writes_never_fails_the_build(tmp_path: Path) -> None:
+    reg = oci.start_registry(tmp_path / "registry", readonly=True)
+    try:
+        key, cert = keypair(tmp_path / "keys", "fleet")
+        a, a_makes = host(tmp_path / "a", reg, trusted=cert, push=True, signing=(key, cert))
+        res = a.dkms("install", "fleetmod1/1.0", "-k", KERNELS[0])
+        assert res.returncode == 0, res.output
+        assert "Warning: build cache: could not push to oci://" in res.stderr
+        assert makes(a_makes) == 1
+        assert sources(a)[f"fleetmod1/{KERNELS[0]}"].startswith("make: not shared: ")
+        # the host's own cache still has it
+        a.dkms("remove", "fleetmod1/1.0", "--all", check=True)
+        a.dkms("add", "fleetmod1/1.0", check=True)
+        a.dkms("install", "fleetmod1/1.0", "-k", KERNELS[0], check=True)
+        assert makes(a_makes) == 1
+    finally:
+        reg.stop()

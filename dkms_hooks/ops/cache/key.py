@@ -33,6 +33,26 @@ _BUILD_VARS = re.compile(r"^(ARCH|CROSS_COMPILE|SUBARCH|CC|LD|AR|NM|OBJCOPY|OBJD
                          r"EXTRA_\w*FLAGS|CONFIG_\w+|INSTALL_MOD_\w+|KERNELRELEASE|KERNELVERSION)$")
 
 
+_VAR_REF = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+_ABS_PATH = re.compile(r"(?<![\w.$})`~-])(/[^\s'\";&|()<>`]+)")
+#: places a build command may name without the key having to see inside: tools, devices
+_TOOL_DIRS = ("/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/", "/usr/lib/ccache/", "/usr/local/bin/", "/dev/")
+
+
+def unseen_paths(commands: Sequence[str], covered: Sequence[Path]) -> list[str]:
+    """Absolute paths the build commands name outside what the key covers (the build
+    directory, the headers, the module's tree); a build that reads them cannot be keyed."""
+    roots = [os.fspath(p).rstrip("/") + "/" for p in covered]
+    out = []
+    for command in commands:
+        for path in _ABS_PATH.findall(command):
+            probe = path.rstrip("/") + "/"
+            if probe.startswith(_TOOL_DIRS) or any(probe.startswith(r) for r in roots):
+                continue
+            out.append(path)
+    return out
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -148,6 +168,8 @@ def compute(inputs: KeyInputs, *, trees: Sequence[Path]) -> str:
         clean = clean.replace(os.fspath(tree), f"@{i}@")
     env = inputs.env
     kernel = inputs.kernel
+    # what the shell expands when it runs the commands
+    referenced = set(_VAR_REF.findall(inputs.make_command + "\n" + inputs.clean_command))
     parts = {
         "format": FORMAT,
         "kernel": kernel.kver,
@@ -158,7 +180,8 @@ def compute(inputs: KeyInputs, *, trees: Sequence[Path]) -> str:
         "make": make,
         "clean": clean,
         "modules": [list(m) for m in inputs.modules],
-        "env": sorted((k, v) for k, v in env.items() if _BUILD_VARS.match(k) and k != "MAKEFLAGS"),
+        "env": sorted((k, v) for k, v in env.items()
+                      if (_BUILD_VARS.match(k) or k in referenced) and k != "MAKEFLAGS"),
         "extra_env": sorted(inputs.extra_env.items()),
         "depends": sorted(inputs.dependency_symvers),
         "source": tree_digest(inputs.build_dir, skip=("make.log",)),

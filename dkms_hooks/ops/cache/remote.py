@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,15 +18,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from dkms_hooks.model.settings import CacheSettings
-from dkms_hooks.ops.cache.store import ARTIFACT_TYPE, MANIFEST
+from dkms_hooks.ops.cache.store import ARTIFACT_TYPE, MANIFEST, NAMES
 
 T = TypeVar("T")
 
 FILE_TYPE = "application/vnd.dkms-hooks.file.v1"
 CONFIG_TYPE = "application/vnd.dkms-hooks.build.config.v1+json"
 _TITLE = "org.opencontainers.image.title"
-#: what an entry may hold; anything else in a pulled artifact is refused
-_NAMES = re.compile(r"^(manifest\.json|Module\.symvers|make\.log|[0-9]+\.ko)$")
 _MAX_LAYER = 1 << 30
 
 #: registries that failed in this run, and why: later jobs build at once
@@ -192,7 +189,7 @@ class Registry:
         for layer in manifest.get("layers", []):
             name = (layer.get("annotations") or {}).get(_TITLE, "")
             digest, size = str(layer.get("digest", "")), int(layer.get("size", 0))
-            if not _NAMES.match(name) or (into / name).exists():
+            if not NAMES.match(name) or (into / name).exists():
                 raise RegistryError(f"refused: the artifact holds an unexpected file {name!r}")
             if size > _MAX_LAYER:
                 raise RegistryError(f"refused: {name} is {size} bytes")

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dkms_hooks.model import tree
-from dkms_hooks.model.context import Context
+from dkms_hooks.model.context import Context, Signing
 from dkms_hooks.model.dkmsconf import ModuleConf
 from dkms_hooks.model.kernel import KernelTarget
-from dkms_hooks.model.context import Signing
 from dkms_hooks.ops.cache import signature, verify
-from dkms_hooks.ops.cache.key import KeyInputs, compute, file_sha256
+from dkms_hooks.ops.cache.key import KeyInputs, compute, file_sha256, unseen_paths
 from dkms_hooks.ops.cache.remote import NotThere, Registry, RegistryError
 from dkms_hooks.ops.cache.store import MANIFEST, Built, Entry, HostCache, manifest_for
 
@@ -75,8 +74,15 @@ def find(ctx: Context, key_inputs: KeyInputs, deps: Sequence[Path]) -> Lookup | 
     if cache is None:
         return None
     lay = ctx.layout
+    kernel = key_inputs.kernel
     trees = [key_inputs.build_dir, lay.build_dir(key_inputs.module, key_inputs.version), lay.dkms_tree,
-             Path(os.path.realpath(key_inputs.kernel.source_dir)), key_inputs.kernel.source_dir]
+             Path(os.path.realpath(kernel.source_dir)), kernel.source_dir]
+    covered = [*trees[:2], lay.version_dir(key_inputs.module, key_inputs.version), *trees[3:],
+               lay.install_tree / kernel.kver, Path("/lib/modules") / kernel.kver]
+    unseen = unseen_paths([key_inputs.make_command, key_inputs.clean_command], covered)
+    if unseen:
+        # prefer a miss to a wrong hit: what the build reads there is not in the key
+        return Lookup("", note=f"not cached: its MAKE names {unseen[0]}, which the cache key cannot cover")
     try:
         key = compute(key_inputs, trees=trees)
     except OSError as e:
@@ -143,7 +149,7 @@ def _pull(ctx: Context, cache: HostCache, found: Lookup, kernel: KernelTarget, d
             return
         adopted = cache.adopt(found.key, got) or cache.get(found.key)
         if adopted is not None and adopted.signed:
-            found.entry, found.source = adopted, Source.registry
+            found.entry, found.source, found.note = adopted, Source.registry, ""
     except (OSError, ValueError) as e:
         found.note = f"refused the registry's entry: {e}"
     finally:

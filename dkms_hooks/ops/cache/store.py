@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,8 @@ from pathlib import Path
 from dkms_hooks.ops.cache.key import FORMAT, file_sha256
 
 MANIFEST = "manifest.json"
+#: every file an entry may hold
+NAMES = re.compile(r"^(manifest\.json|Module\.symvers|make\.log|[0-9]+\.ko)$")
 #: the artifact type of an entry, here and in a registry
 ARTIFACT_TYPE = "application/vnd.dkms-hooks.build.v1"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from dkms_hooks.model import modinfo
 from dkms_hooks.model.kernel import KernelTarget
 from dkms_hooks.ops.cache.key import file_sha256
-from dkms_hooks.ops.cache.store import Entry
+from dkms_hooks.ops.cache.store import MANIFEST, NAMES, Entry
 
 _symvers_memo: dict[tuple[str, int, int], dict[str, int]] = {}
 
@@ -28,6 +28,8 @@ def _symvers(path: Path) -> dict[str, int]:
 def refusal(entry: Entry, kernel: KernelTarget, dependency_symvers: Sequence[Path] = ()) -> str | None:
     """Why the entry must not be used for ``kernel``, or None when it may."""
     for name, digest in entry.files.items():
+        if not NAMES.match(name) or name == MANIFEST:
+            return f"its manifest lists a file named {name!r}"
         path = entry.path / name
         try:
             if file_sha256(path) != digest:
@@ -36,7 +38,7 @@ def refusal(entry: Entry, kernel: KernelTarget, dependency_symvers: Sequence[Pat
             return f"{name} is missing"
     listed = set(entry.files)
     for m in entry.modules:
-        if m.path.name not in listed:
+        if m.path.parent != entry.path or m.path.name not in listed:
             return f"{m.path.name} is not in the manifest's hashes"
     modversions = kernel.kconfig().get("CONFIG_MODVERSIONS") == "y"
     known: dict[str, int] = {}

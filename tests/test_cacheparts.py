@@ -1,0 +1,126 @@
+"""The build cache's parts without a kernel: settings, the key's tree digest and path
+rule, the host store's renames and least-recently-used pruning, signature parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from dkms_hooks.model.settings import CacheSettings, SettingsError, load_hooks_settings, parse_size
+from dkms_hooks.ops.cache import signature
+from dkms_hooks.ops.cache.key import tree_digest, unseen_paths
+from dkms_hooks.ops.cache.remote import Target
+from dkms_hooks.ops.cache.store import Built, HostCache
+
+
+def test_cache_settings(tmp_path: Path) -> None:
+    toml = tmp_path / "dkms-hooks.toml"
+    toml.write_text('[cache]\nmax_size = "500M"\nremote = "oci://reg.example:5000/fleet/dkms"\npush = true\n'
+                    'trusted_certificates = ["/etc/dkms/fleet.der"]\ntimeout = 2.5\n')
+    c = load_hooks_settings(toml).cache
+    assert c == CacheSettings(True, "", 500 << 20, "oci://reg.example:5000/fleet/dkms", True, "",
+                              ("/etc/dkms/fleet.der",), 2.5)
+    assert load_hooks_settings(tmp_path / "absent.toml").cache == CacheSettings()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[cache]\nmax_size = "lots"\n', "max_size must be a size"),
+    ('[cache]\nremote = "https://x/y"\n', "remote must look like oci://"),
+    ('[cache]\nremote = "oci://x/Upper"\n', "remote must look like oci://"),
+    ('[cache]\npush = "yes"\n', "push must be true or false"),
+    ('[cache]\ntimeout = 0\n', "timeout must be a number of seconds > 0"),
+    ('[cache]\ntrusted_certificates = "/x"\n', "trusted_certificates must be a list"),
+    ('[cache]\nmaxsize = 1\n', "[cache] has no setting 'maxsize'"),
+    ('cache = 1\n', "[cache] must be a table"),
+])
+def test_bad_cache_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
+    toml = tmp_path / "dkms-hooks.toml"
+    toml.write_text(text)
+    with pytest.raises(SettingsError, match=message.replace("[", r"\[")):
+        load_hooks_settings(toml)
+
+
+def test_sizes() -> None:
+    assert parse_size(1024) == 1024
+    assert parse_size("2G") == 2 << 30
+    assert parse_size("1.5k") == 1536
+    assert parse_size("10MiB") == 10 << 20
+    for bad in ("", "-1", "G", True, -3):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_the_tree_digest_sees_paths_modes_and_bytes_not_owners_or_times(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    (a / "sub").mkdir(parents=True)
+    (a / "x.c").write_text("int x;\n")
+    (a / "sub/y.h").write_text("#define Y\n")
+    (a / "link").symlink_to("x.c")
+    base = tree_digest(a)
+    os.utime(a / "x.c", (1, 1))
+    assert tree_digest(a) == base
+    assert tree_digest(a, skip=("x.c",)) != base
+    (a / "x.c").chmod(0o600)
+    assert tree_digest(a) != base
+    (a / "x.c").chmod(0o644)
+    b = tmp_path / "b"
+    os.rename(a, b)
+    assert tree_digest(b) == base, "the tree's own place is not in the digest"
+    (b / "sub/y.h").write_text("#define Z\n")
+    assert tree_digest(b) != base
+    (b / "sub/y.h").write_text("#define Y\n")
+    (b / "link").unlink()
+    (b / "link").symlink_to("sub/y.h")
+    assert tree_digest(b) != base
+
+
+def test_paths_a_build_names_outside_what_the_key_covers() -> None:
+    covered = [Path("/var/lib/dkms/m/1/build"), Path("/lib/modules/6.1/build")]
+    assert unseen_paths(["make -C /lib/modules/6.1/build M=/var/lib/dkms/m/1/build 2>/dev/null"], covered) == []
+    assert unseen_paths(["[ -h /usr/bin/cc ] && CC=/usr/bin/gcc make objtool=/bin/true $(pwd)/x"], covered) == []
+    assert unseen_paths(["make -C /opt/sdk/src INC=/lib/modules/6.1/buildx"], covered) == [
+        "/opt/sdk/src", "/lib/modules/6.1/buildx"]
+
+
+def test_registry_targets() -> None:
+    t = Target.parse("oci://127.0.0.1:5000/fleet/dkms")
+    assert (t.host, t.repository) == ("127.0.0.1:5000", "fleet/dkms")
+    assert t.ref("ab" * 32) == "127.0.0.1:5000/fleet/dkms:" + "ab" * 32
+
+
+def _entry(cache: HostCache, tmp_path: Path, key: str, size: int) -> None:
+    ko = tmp_path / f"{key}.ko"
+    ko.write_bytes(b"\x7fELF" + b"x" * size)
+    assert cache.put(key, {"module": key}, [Built("src/m", ko)], None, None) is not None
+
+
+def test_the_host_store_puts_once_and_prunes_the_least_recently_used(tmp_path: Path) -> None:
+    cache = HostCache(tmp_path / "cache", max_size=10_000)
+    keys = [c * 64 for c in "abc"]
+    for i, k in enumerate(keys):
+        _entry(cache, tmp_path, k, 4000)
+        os.utime(cache.get(k).path / "manifest.json", (100 + i, 100 + i))  # type: ignore[union-attr]
+    assert cache.put(keys[0], {}, [], None, None) is None, "an entry is never replaced"
+    entry = cache.get(keys[0])
+    assert entry is not None and [m.built_path for m in entry.modules] == ["src/m"]
+    assert json.loads((entry.path / "manifest.json").read_text())["files"]["0.ko"]
+    cache.touch(entry)  # a's entry is now the most recently used
+    gone = cache.prune()
+    assert [e.key for e in gone] == [keys[1]]
+    assert sorted(e.key for e in cache.entries()) == [keys[0], keys[2]]
+    assert not [p for p in cache.root.iterdir() if p.name.startswith(".")], "no half-made entry is left"
+    assert cache.clear() == 2 and list(cache.entries()) == []
+
+
+def test_a_signature_is_split_from_the_module() -> None:
+    body, sig = b"\x7fELF" + b"\0" * 64, b"0\x82pkcs7"
+    trailer = struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(sig))
+    assert signature.split(body + sig + trailer + signature.MAGIC) == (body, sig)
+    assert signature.split(body) is None
+    # a length that points before the start of the file is not a signature
+    bad = struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, 1 << 20)
+    assert signature.split(body + bad + signature.MAGIC) is None
