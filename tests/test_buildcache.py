@@ -176,3 +176,46 @@ def test_the_event_summary_says_where_a_module_came_from(setup: tuple[Sandbox, P
     res = sb.event("apt", "headers-postinst", kver)
     assert f"installed  cachy/1.0, {kver} (from this host's build cache)\n" in res.stdout, res.stdout
     assert makes(count) == 1
+
+
+def test_a_cache_that_cannot_be_written_never_fails_the_build(setup: tuple[Sandbox, Path, str]) -> None:
+    sb, count, kver = setup
+    (sb.etc / "in-the-way").write_text("a file where the cache's directory should be\n")
+    (sb.etc / "dkms-hooks.toml").write_text('[cache]\npath = "/etc/dkms/in-the-way/cache"\n')
+    res = sb.dkms("install", "cachy/1.0", "-k", kver)
+    assert res.returncode == 0, res.output
+    assert "Warning: build cache: could not keep this build" in res.stderr
+    assert (sb.install_tree / kver / "updates/dkms/cachy.ko").is_file()
+
+
+def test_a_build_depends_module_is_keyed_and_checked_against_its_dependency(
+        setup: tuple[Sandbox, Path, str]) -> None:
+    sb, count, kver = setup
+    base_c = "int base_fn(int x) { return x + 1; }\nEXPORT_SYMBOL(base_fn);\n"
+    write_module(sb.source_tree, "base", extra_c=base_c)
+    conf = ('PACKAGE_NAME="top"\nPACKAGE_VERSION="1.0"\nBUILT_MODULE_NAME[0]="top"\n'
+            'DEST_MODULE_LOCATION[0]="/updates"\nBUILD_DEPENDS="base"\n'
+            'MAKE[0]="make -C ${kernel_source_dir} M=${dkms_tree}/top/1.0/build '
+            'KBUILD_EXTRA_SYMBOLS=${dkms_tree}/base/1.0/${kernelver}/${arch}/module/Module.symvers"\n')
+    write_module(sb.source_tree, "top", conf=conf, extra_c="extern int base_fn(int);\n"
+                 "static int __init use(void) { return base_fn(0) - 1; }\n")
+    for m in ("base", "top"):
+        sb.dkms("add", f"{m}/1.0", check=True)
+        sb.dkms("install", f"{m}/1.0", "-k", kver, check=True)
+    assert makes(count) == 2
+    sb.dkms("remove", "top/1.0", "--all", check=True)
+    sb.dkms("add", "top/1.0", check=True)
+    sb.dkms("install", "top/1.0", "-k", kver, check=True)
+    assert makes(count) == 2, "top's rebuild against the same base must hit"
+    assert record(sb, "top", kver)["source"] == "cache"
+    # base's export changes type (its CRC changes): top is built again
+    sb.dkms("remove", "base/1.0", "--all", check=True)
+    src = sb.source_tree / "base-1.0/base.c"
+    src.write_text(src.read_text().replace("int base_fn(int x)", "long base_fn(long x)"))
+    sb.dkms("add", "base/1.0", check=True)
+    sb.dkms("install", "base/1.0", "-k", kver, check=True)
+    sb.dkms("remove", "top/1.0", "--all", check=True)
+    sb.dkms("add", "top/1.0", check=True)
+    sb.dkms("install", "top/1.0", "-k", kver, check=True)
+    assert makes(count) == 4
+    assert record(sb, "top", kver)["source"] == "make"

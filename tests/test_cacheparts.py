@@ -124,3 +124,15 @@ def test_a_signature_is_split_from_the_module() -> None:
     # a length that points before the start of the file is not a signature
     bad = struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, 1 << 20)
     assert signature.split(body + bad + signature.MAGIC) is None
+
+
+def test_a_broken_entry_does_not_block_its_key(tmp_path: Path) -> None:
+    cache = HostCache(tmp_path / "cache", max_size=1 << 20)
+    key = "d" * 64
+    broken = cache.root / key[:2] / key
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{half")
+    assert cache.get(key) is None
+    _entry(cache, tmp_path, key, 10)
+    assert cache.get(key) is not None
+

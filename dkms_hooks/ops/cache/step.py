@@ -5,6 +5,7 @@ read or written is a miss, said once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dkms_hooks.model import tree
+from dkms_hooks.model import modinfo, tree
 from dkms_hooks.model.context import Context, Signing
 from dkms_hooks.model.dkmsconf import ModuleConf
 from dkms_hooks.model.kernel import KernelTarget
 from dkms_hooks.ops.cache import signature, verify
-from dkms_hooks.ops.cache.key import KeyInputs, compute, file_sha256, unseen_paths
+from dkms_hooks.ops.cache.key import KeyInputs, compute, unseen_paths
 from dkms_hooks.ops.cache.remote import NotThere, Registry, RegistryError
 from dkms_hooks.ops.cache.store import MANIFEST, Built, Entry, HostCache, manifest_for
 
@@ -65,7 +66,14 @@ def inputs(ctx: Context, conf: ModuleConf, kernel: KernelTarget, module: str, ve
            deps: Sequence[Path]) -> KeyInputs:
     modules = tuple((m.built_path, m.strip) for m in conf.modules if not conf.module_excluded(m.index))
     return KeyInputs(module, version, kernel, make_command, conf.scalar("CLEAN"), modules, build_dir, env,
-                     extra_env, tuple((p.parents[4].name, file_sha256(p)) for p in deps))
+                     extra_env, tuple((p.parents[4].name, _exports(p)) for p in deps))
+
+
+def _exports(symvers: Path) -> str:
+    """A dependency's exported symbols and CRCs (its Module.symvers also names the directory
+    it was built in, which differs from host to host)."""
+    items = sorted(modinfo.read_symvers(symvers).items())
+    return hashlib.sha256("".join(f"{s} {c:08x}\n" for s, c in items).encode()).hexdigest()
 
 
 def find(ctx: Context, key_inputs: KeyInputs, deps: Sequence[Path]) -> Lookup | None:
@@ -78,7 +86,9 @@ def find(ctx: Context, key_inputs: KeyInputs, deps: Sequence[Path]) -> Lookup | 
     trees = [key_inputs.build_dir, lay.build_dir(key_inputs.module, key_inputs.version), lay.dkms_tree,
              Path(os.path.realpath(kernel.source_dir)), kernel.source_dir]
     covered = [*trees[:2], lay.version_dir(key_inputs.module, key_inputs.version), *trees[3:],
-               lay.install_tree / kernel.kver, Path("/lib/modules") / kernel.kver]
+               lay.install_tree / kernel.kver, Path("/lib/modules") / kernel.kver,
+               # a BUILD_DEPENDS module's tree (KBUILD_EXTRA_SYMBOLS): its exports are in the key
+               *(lay.module_dir(name) for name, _ in key_inputs.dependency_symvers)]
     unseen = unseen_paths([key_inputs.make_command, key_inputs.clean_command], covered)
     if unseen:
         # prefer a miss to a wrong hit: what the build reads there is not in the key
@@ -92,7 +102,7 @@ def find(ctx: Context, key_inputs: KeyInputs, deps: Sequence[Path]) -> Lookup | 
     try:
         entry = cache.get(key)
         if entry is not None:
-            why = verify.refusal(entry, key_inputs.kernel, deps)
+            why = verify.refusal(entry, key_inputs.kernel, [m for m, _ in key_inputs.modules], deps)
             if why is None:
                 cache.touch(entry)
                 found.entry, found.source = entry, Source.cache
@@ -104,7 +114,7 @@ def find(ctx: Context, key_inputs: KeyInputs, deps: Sequence[Path]) -> Lookup | 
         found.note = f"the build cache could not be read ({e})"
         return found
     if ctx.hooks.cache.remote:
-        _pull(ctx, cache, found, key_inputs.kernel, deps)
+        _pull(ctx, cache, found, key_inputs, deps)
     return found
 
 
@@ -112,7 +122,7 @@ def _trusted(ctx: Context) -> list[Path]:
     return [ctx.layout.sysroot / c.lstrip("/") for c in ctx.hooks.cache.trusted_certificates]
 
 
-def _pull(ctx: Context, cache: HostCache, found: Lookup, kernel: KernelTarget, deps: Sequence[Path]) -> None:
+def _pull(ctx: Context, cache: HostCache, found: Lookup, key_inputs: KeyInputs, deps: Sequence[Path]) -> None:
     """Fetch the entry from the fleet's registry; it is kept only if every check passes,
     each module's signature among them."""
     certs = _trusted(ctx)
@@ -138,7 +148,7 @@ def _pull(ctx: Context, cache: HostCache, found: Lookup, kernel: KernelTarget, d
             found.note = "refused the registry's entry: its manifest does not describe this build"
             return
         entry = Entry(found.key, got, manifest)
-        why = verify.refusal(entry, kernel, deps)
+        why = verify.refusal(entry, key_inputs.kernel, [m for m, _ in key_inputs.modules], deps)
         if why is None:
             bundle = signature.trusted_bundle(certs, scratch)
             for m in entry.modules:

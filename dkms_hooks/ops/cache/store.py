@@ -110,7 +110,9 @@ class HostCache:
             log: Path | None) -> Entry | None:
         """Add an entry (None if one with this key is already there)."""
         if self._dir(key).exists():
-            return None
+            if self.get(key) is not None:
+                return None
+            self.discard(key)  # a broken entry (no readable manifest) must not block this key
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".new-{key[:16]}-{os.getpid()}-{time.monotonic_ns()}"
         tmp.mkdir(mode=0o755)

@@ -25,8 +25,10 @@ def _symvers(path: Path) -> dict[str, int]:
     return _symvers_memo[memo]
 
 
-def refusal(entry: Entry, kernel: KernelTarget, dependency_symvers: Sequence[Path] = ()) -> str | None:
-    """Why the entry must not be used for ``kernel``, or None when it may."""
+def refusal(entry: Entry, kernel: KernelTarget, built_paths: Sequence[str],
+            dependency_symvers: Sequence[Path] = ()) -> str | None:
+    """Why the entry must not be used for ``kernel`` to provide the modules at
+    ``built_paths``, or None when it may."""
     for name, digest in entry.files.items():
         if not NAMES.match(name) or name == MANIFEST:
             return f"its manifest lists a file named {name!r}"
@@ -37,6 +39,8 @@ def refusal(entry: Entry, kernel: KernelTarget, dependency_symvers: Sequence[Pat
         except OSError:
             return f"{name} is missing"
     listed = set(entry.files)
+    if sorted(m.built_path for m in entry.modules) != sorted(built_paths):
+        return "it does not hold the modules this build makes"
     for m in entry.modules:
         if m.path.parent != entry.path or m.path.name not in listed:
             return f"{m.path.name} is not in the manifest's hashes"
