@@ -123,7 +123,7 @@ def do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> N
             buildrecord.record_failure(ctx, module, version, kver, arch, e)
         raise
     buildrecord.record_success(ctx, module, version, kver, arch, source=how.source if how else cachestep.Source.make,
-                               cache_note=how.note if how else "")
+                               cache_note=how.note if how else "", cache_key=how.key if how else "")
 
 
 def _do_build(ctx: Context, module: str, version: str, kver: str, arch: str) -> cachestep.Lookup | None:
@@ -253,7 +253,7 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
     hit = found.entry if found is not None else None
     if hit is not None:
         # upstream's line, so that scripts reading it see a build; the log says where from
-        steps.invoke_python(ctx, make_command, "Building module(s)", functools.partial(_from_cache, hit, build_log))
+        steps.invoke_python(ctx, make_command, "Building module(s)", functools.partial(_from_cache, hit, make_command, build_log))
     else:
         rc = steps.invoke_shell(ctx, make_command, "Building module(s)", build_log, cwd=build_dir,
                                 variables=variables, env=env, as_user=user)
@@ -360,14 +360,21 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
     return found
 
 
-def _from_cache(entry: Entry, build_log: Path) -> int:
+def _from_cache(entry: Entry, make_command: str, build_log: Path) -> int:
+    """make.log as this build would have written it: the make output of the build that made
+    the entry, under this build's command (upstream's suite and scripts read make.log).
+    Where the modules came from is in the build record (status --json) instead."""
+    try:
+        text = (entry.path / "make.log").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    start = text.find("\nBuilding module(s)\n# command: ")
+    start = text.find("\n", start + 1 + len("Building module(s)\n")) + 1 if start >= 0 else -1
+    end = text.find("\n# exit code: ", start) if start > 0 else -1
+    output = text[start:end] if 0 < start <= end else ""
     with open(build_log, "a", encoding="utf-8") as log:
-        log.write(f"\nBuilding module(s)\n# taken from the build cache, entry {entry.key}; "
-                  "the log of the build that made it follows\n")
-        try:
-            log.write((entry.path / "make.log").read_text(encoding="utf-8", errors="replace"))
-        except OSError:
-            pass
+        log.write(f"\nBuilding module(s)\n# command: {make_command}\n{output}\n# exit code: 0\n"
+                  f"# elapsed time: 00:00:00\n{steps.RULE}\n")
     return 0
 
 

@@ -39,6 +39,8 @@ class BuildRecord:
     source: str = "make"
     #: why the cache or the registry was not used, when it was asked and could not serve
     cache_note: str = ""
+    #: the build cache's key for this build ("" when it was not cached)
+    cache_key: str = ""
 
     @property
     def build_failed(self) -> bool:
@@ -87,11 +89,11 @@ def _write(ctx: Context, record: BuildRecord) -> None:
 
 
 def record_success(ctx: Context, module: str, version: str, kver: str, arch: str, *, source: str = "make",
-                   cache_note: str = "") -> None:
+                   cache_note: str = "", cache_key: str = "") -> None:
     log = ctx.layout.built_dir(module, version, kver, arch) / "log/make.log"
     failed_log_path(ctx, module, version, kver, arch).unlink(missing_ok=True)
     _write(ctx, BuildRecord(module, version, kver, arch, "ok", time.time(), 0, "",
-                            os.fspath(log) if log.is_file() else "", source, cache_note))
+                            os.fspath(log) if log.is_file() else "", source, cache_note, cache_key))
 
 
 def record_failure(ctx: Context, module: str, version: str, kver: str, arch: str, error: DkmsError) -> None:
@@ -123,6 +125,7 @@ def _load(path: Path) -> BuildRecord | None:
         d = json.loads(path.read_text())
         return BuildRecord(str(d["module"]), str(d["version"]), str(d["kernel"]), str(d["arch"]),
                            str(d["result"]), float(d["time"]), int(d.get("exit", 0)), str(d.get("message", "")),
-                           str(d.get("log", "")), str(d.get("source", "make")), str(d.get("cache_note", "")))
+                           str(d.get("log", "")), str(d.get("source", "make")), str(d.get("cache_note", "")),
+                           str(d.get("cache_key", "")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
