@@ -232,3 +232,16 @@ def test_a_registry_that_refuses_writes_never_fails_the_build(tmp_path: Path) ->
         assert makes(a_makes) == 1
     finally:
         reg.stop()
+
+
+def test_only_a_host_holding_the_fleet_key_pushes(tmp_path: Path) -> None:
+    reg = oci.start_registry(tmp_path / "registry")
+    try:
+        _key, cert = keypair(tmp_path / "keys", "fleet")
+        d, _ = host(tmp_path / "d", reg, trusted=cert, push=True)  # signs with its own MOK
+        d.dkms("install", "fleetmod1/1.0", "-k", KERNELS[0], check=True)
+        assert sources(d)[f"fleetmod1/{KERNELS[0]}"] == (
+            "make: not shared: this host does not sign with a certificate of [cache] trusted_certificates")
+        assert reg.blobs() == []
+    finally:
+        reg.stop()

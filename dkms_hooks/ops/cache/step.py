@@ -184,11 +184,14 @@ def holds_fleet_key(ctx: Context, sign: Signing | None) -> bool:
         return False
 
 
-def share(ctx: Context, found: Lookup, meta: dict[str, object], signed: Sequence[Built], symvers: Path | None,
-          log: Path | None) -> None:
+def share(ctx: Context, found: Lookup, sign: Signing | None, meta: dict[str, object], signed: Sequence[Built],
+          symvers: Path | None, log: Path | None) -> None:
     """Push the signed modules of a build that ran make to the fleet's registry."""
     c = ctx.hooks.cache
     if not (c.remote and c.push) or found.entry is not None:
+        return
+    if not holds_fleet_key(ctx, sign):
+        found.note = "not shared: this host does not sign with a certificate of [cache] trusted_certificates"
         return
     with tempfile.TemporaryDirectory(prefix="dkms-push-") as tmp:
         files: dict[str, Path] = {}
