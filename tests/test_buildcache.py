@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -124,7 +125,6 @@ def test_a_module_whose_symbol_crcs_do_not_match_the_kernel_is_refused(setup: tu
     data[at] ^= 0x01
     ko.write_bytes(bytes(data))
     m = json.loads(manifest.read_text())
-    import hashlib
     m["files"]["0.ko"] = hashlib.sha256(bytes(data)).hexdigest()
     manifest.write_text(json.dumps(m))
     res = sb.dkms("build", "cachy/1.0", "-k", kver, check=True)
@@ -219,3 +219,24 @@ def test_a_build_depends_module_is_keyed_and_checked_against_its_dependency(
     sb.dkms("install", "top/1.0", "-k", kver, check=True)
     assert makes(count) == 4
     assert record(sb, "top", kver)["source"] == "make"
+
+
+@pytest.mark.skipif(len(KERNELS) < 2, reason="needs two kernels with headers")
+def test_a_module_built_for_another_kernel_is_refused(setup: tuple[Sandbox, Path, str]) -> None:
+    sb, count, kver = setup
+    other = KERNELS[1]
+    sb.add_kernel(other)
+    sb.dkms("build", "cachy/1.0", "-k", kver, check=True)
+    sb.dkms("build", "cachy/1.0", "-k", other, check=True)
+    sb.dkms("unbuild", "cachy/1.0", "-k", other, check=True)
+    by_kernel = {json.loads(m.read_text())["kernel"]: m for m in entries(sb)}
+    # the other kernel's entry now holds this kernel's module, with a matching manifest
+    mine = (by_kernel[kver].parent / "0.ko").read_bytes()
+    target = by_kernel[other]
+    (target.parent / "0.ko").write_bytes(mine)
+    m = json.loads(target.read_text())
+    m["files"]["0.ko"] = hashlib.sha256(mine).hexdigest()
+    target.write_text(json.dumps(m))
+    res = sb.dkms("build", "cachy/1.0", "-k", other, check=True)
+    assert f"refused: cachy.ko was built for kernel {kver}, not {other}; building." in res.stderr
+    assert makes(count) == 3

@@ -155,7 +155,22 @@ def test_another_signer_and_an_unsigned_artifact_are_refused(fleet, tmp_path: Pa
     res = b.dkms("install", "fleetmod2/1.0", "-k", KERNELS[0], check=True)
     assert "0.ko is not signed; building." in res.stderr
     assert makes(b_makes) == 2
-    assert set(sources(b)) == {f"fleetmod1/{KERNELS[0]}", f"fleetmod2/{KERNELS[0]}"}
+    # layers that match their digests, and a manifest whose hashes do not match them
+    entry = next(p.parent for p in c.dkms_tree.glob(".dkms-hooks/cache/*/*/manifest.json")
+                 if json.loads(p.read_text())["module"] == "fleetmod3"
+                 and json.loads(p.read_text())["kernel"] == KERNELS[0])
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["signed"] = True
+    manifest["files"]["0.ko"] = "0" * 64
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    Registry(settings, Path("/")).push(entry.name, {p.name: p for p in entry.iterdir()})
+    res = b.dkms("install", "fleetmod3/1.0", "-k", KERNELS[0], check=True)
+    assert "0.ko does not match its manifest's hash; building." in res.stderr
+    assert makes(b_makes) == 3
+    assert set(sources(b)) == {f"fleetmod{i}/{KERNELS[0]}" for i in (1, 2, 3)}
+    # what B keeps is its own builds only, nothing it refused
+    kept = [json.loads(p.read_text()) for p in b.dkms_tree.glob(".dkms-hooks/cache/*/*/manifest.json")]
+    assert len(kept) == 3 and not any(m.get("signed") for m in kept)
 
 
 def test_a_registry_stopped_mid_transaction_falls_back_to_local_builds(fleet, tmp_path: Path) -> None:
