@@ -179,7 +179,7 @@ def test_the_event_summary_says_where_a_module_came_from(setup: tuple[Sandbox, P
 
 
 def test_a_cache_that_cannot_be_written_never_fails_the_build(setup: tuple[Sandbox, Path, str]) -> None:
-    sb, count, kver = setup
+    sb, _count, kver = setup
     (sb.etc / "in-the-way").write_text("a file where the cache's directory should be\n")
     (sb.etc / "dkms-hooks.toml").write_text('[cache]\npath = "/etc/dkms/in-the-way/cache"\n')
     res = sb.dkms("install", "cachy/1.0", "-k", kver)
