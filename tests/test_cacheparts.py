@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,15 @@ def test_a_broken_entry_does_not_block_its_key(tmp_path: Path) -> None:
     _entry(cache, tmp_path, key, 10)
     assert cache.get(key) is not None
 
+
+
+def test_without_oras_the_registry_says_so_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from dkms_hooks.ops.cache import remote
+
+    monkeypatch.setitem(sys.modules, "oras", None)  # `import oras.provider` fails
+    monkeypatch.setattr(remote, "_down", {})
+    reg = remote.Registry(CacheSettings(remote="oci://127.0.0.1:1/x/y"), Path("/"))
+    with pytest.raises(remote.RegistryError, match="the oras library is not installed"):
+        reg.pull("a" * 64, tmp_path / "entry")
+    # the rest of the run does not try again
+    assert "oras" in reg.down

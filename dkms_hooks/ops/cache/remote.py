@@ -80,6 +80,8 @@ def _bounded(seconds: float, what: str, fn: Callable[[], T]) -> T:
 
 def _describe(e: BaseException, seconds: float) -> str:
     name = type(e).__name__
+    if isinstance(e, ImportError):
+        return "the oras library is not installed (pip install 'dkms-hooks[registry]')"
     if "Timeout" in name:
         return f"the registry did not answer within {seconds:g} s"
     if "ConnectionError" in name or "ConnectTimeout" in name:

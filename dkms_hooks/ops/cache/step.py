@@ -23,9 +23,10 @@ from dkms_hooks.ops.cache import signature, verify
 from dkms_hooks.ops.cache.key import KeyInputs, compute, unseen_paths
 from dkms_hooks.ops.cache.remote import NotThere, Registry, RegistryError
 from dkms_hooks.ops.cache.store import MANIFEST, Built, Entry, HostCache, manifest_for
+from dkms_hooks.system.compat import StrEnum
 
 
-class Source:
+class Source(StrEnum):
     """Where a build's modules came from (BuildRecord.source)."""
 
     make = "make"
@@ -130,15 +131,19 @@ def _pull(ctx: Context, cache: HostCache, found: Lookup, key_inputs: KeyInputs, 
         found.note = "the registry is not used: [cache] trusted_certificates is empty"
         return
     registry = Registry(ctx.hooks.cache, ctx.layout.sysroot)
-    cache.root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".pull-", dir=cache.root))
+    try:
+        cache.root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".pull-", dir=cache.root))
+    except OSError as e:
+        found.note = f"the registry is not used: the build cache cannot be written ({e})"
+        return
     try:
         try:
             got = registry.pull(found.key, scratch / "entry")
         except NotThere:
             return
-        except (RegistryError, ImportError) as e:
-            found.note = _registry_note(e)
+        except RegistryError as e:
+            found.note = f"registry: {e}"
             return
         try:
             manifest = json.loads((got / MANIFEST).read_text())
@@ -164,12 +169,6 @@ def _pull(ctx: Context, cache: HostCache, found: Lookup, key_inputs: KeyInputs, 
         found.note = f"refused the registry's entry: {e}"
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _registry_note(e: BaseException) -> str:
-    if isinstance(e, ImportError):
-        return "the registry is not used: the oras library is not installed (python3 -m pip install oras)"
-    return f"registry: {e}"
 
 
 def holds_fleet_key(ctx: Context, sign: Signing | None) -> bool:
@@ -207,10 +206,9 @@ def share(ctx: Context, found: Lookup, sign: Signing | None, meta: dict[str, obj
         files[MANIFEST] = Path(tmp, MANIFEST)
         try:
             Registry(c, ctx.layout.sysroot).push(found.key, files)
-        except (RegistryError, ImportError, OSError) as e:
-            note = _registry_note(e) if not isinstance(e, OSError) else f"registry: {e}"
-            found.note = f"not shared: {note.removeprefix('registry: ')}"
-            ctx.console.warn(f"build cache: could not push to {c.remote}: {note.removeprefix('registry: ')}.")
+        except (RegistryError, OSError) as e:
+            found.note = f"not shared: {e}"
+            ctx.console.warn(f"build cache: could not push to {c.remote}: {e}.")
 
 
 def keep(ctx: Context, found: Lookup, meta: dict[str, object], modules: Sequence[Built], symvers: Path | None,
