@@ -30,6 +30,10 @@ _MAX_LAYER = 1 << 30
 #: registries that failed in this run, and why: later jobs build at once
 _down: dict[str, str] = {}
 _down_lock = threading.Lock()
+#: one connected client per registry for the run (one TLS session, one login), and a lock
+#: that keeps the jobs' calls on it one at a time
+_clients: dict[str, object] = {}
+_io_locks: dict[str, threading.Lock] = {}
 
 
 class RegistryError(Exception):
@@ -105,7 +109,8 @@ class Registry:
         self.settings = settings
         self.target = Target.parse(settings.remote)
         self.sysroot = sysroot
-        self._client: object | None = None
+        with _down_lock:
+            self._io = _io_locks.setdefault(settings.remote, threading.Lock())
 
     @property
     def down(self) -> str:
@@ -124,8 +129,8 @@ class Registry:
     def _connect(self) -> object:
         """An oras client with the auth scheme the registry asks for (Basic for a plain
         htpasswd registry, Bearer tokens for Harbor, GHCR, ECR...)."""
-        if self._client is not None:
-            return self._client
+        if self.settings.remote in _clients:
+            return _clients[self.settings.remote]
         import oras.provider  # lazy: only hosts with a registry need oras (and requests)
         import requests.adapters  # lazy: as above
 
@@ -153,8 +158,15 @@ class Registry:
             client.session.mount(prefix, _Adapter())
         auth_file = self._auth_file()
         client.auth.load_configs(client.get_container(self.target.ref("x")), configs=[auth_file] if auth_file else None)
-        self._client = client
+        if backend == "basic" and getattr(client.auth, "_basic_auth", None):
+            # sent with every request, instead of each one being refused first and repeated
+            client.session.headers.update(client.auth.get_auth_header())
+        _clients[self.settings.remote] = client
         return client
+
+    def _locked(self, fn: Callable[[], T]) -> T:
+        with self._io:
+            return fn()
 
     def pull(self, key: str, into: Path) -> Path:
         """Fetch the artifact tagged ``key`` into the new directory ``into`` and check each
@@ -163,7 +175,7 @@ class Registry:
         if self.down:
             raise RegistryError(self.down)
         try:
-            return _bounded(self.settings.timeout, "pull", lambda: self._pull(key, into))
+            return _bounded(self.settings.timeout, "pull", lambda: self._locked(lambda: self._pull(key, into)))
         except NotThere:
             raise
         except RegistryError as e:
@@ -206,7 +218,7 @@ class Registry:
         if self.down:
             raise RegistryError(self.down)
         try:
-            _bounded(self.settings.timeout * 3, "push", lambda: self._push(key, files))
+            _bounded(self.settings.timeout * 3, "push", lambda: self._locked(lambda: self._push(key, files)))
         except RegistryError as e:
             self._fail(str(e))
             raise
