@@ -105,12 +105,13 @@ def repeat_build(ours: list[str], upstream: list[str], kver: str, reps: int) -> 
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(f"/usr/src/{name}-1.0", ignore_errors=True)
     m = statistics.median
-    return [("one build, upstream (it compiles again)", m(up), m(up)),
-            ("one build, ours: first (miss) vs again (hit)", m(miss), m(hit)),
-            ("one build again: upstream vs ours (hit)", m(up), m(hit))]
+    return [("one build, inputs unchanged: upstream compiles again vs ours from the cache", m(up), m(hit)),
+            ("one build, inputs unchanged: ours first (make) vs again (cache)", m(miss), m(hit)),
+            ("one build, first time: upstream vs ours (which also keeps the entry)", m(up), m(miss))]
 
 
-def fleet(ours: list[str], upstream: list[str], kernels: list[str], modules: list[str]) -> list[tuple[str, float, float]]:
+def fleet(ours: list[str], upstream: list[str], kernels: list[str], modules: list[str],
+          kind: str) -> list[tuple[str, float, float]]:
     """Host A builds and pushes; host B installs the same modules for the same kernels from
     the registry. Against upstream and against ours building them on B."""
     work = Path("/tmp/bench-fleet")
@@ -148,11 +149,21 @@ def fleet(ours: list[str], upstream: list[str], kernels: list[str], modules: lis
         pulled = install_all(ours, b)
         c = host("c", "[cache]\nenabled = false\n")
         built_c = install_all(ours, c)
-        for n in modules:
-            _run([*upstream, "add", f"{n}/1.0"], dict(os.environ))
-        up = install_all(upstream, dict(os.environ))
-        for n in modules:
-            _run([*upstream, "remove", f"{n}/1.0", "--all"], dict(os.environ))
+        # the same work for upstream: its depmod runs on /lib/modules, so the kernel's own
+        # modules (4000 of them for an installed kernel) step aside in this overlay, leaving
+        # what the sandboxes have
+        hidden = [d for k in kernels if (d := Path(f"/lib/modules/{k}/kernel")).is_dir()]
+        for d in hidden:
+            d.rename(d.with_name(".kernel-hidden-by-bench"))
+        try:
+            for n in modules:
+                _run([*upstream, "add", f"{n}/1.0"], dict(os.environ))
+            up = install_all(upstream, dict(os.environ))
+            for n in modules:
+                _run([*upstream, "remove", f"{n}/1.0", "--all"], dict(os.environ))
+        finally:
+            for d in hidden:
+                d.with_name(".kernel-hidden-by-bench").rename(d)
         def files(host: str) -> dict[str, bytes]:
             base = work / host / "lib/modules"
             return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.glob("*/updates/dkms/*.ko*"))}
@@ -162,7 +173,7 @@ def fleet(ours: list[str], upstream: list[str], kernels: list[str], modules: lis
     finally:
         reg.stop()
         shutil.rmtree(work, ignore_errors=True)
-    label = f"{len(modules)} modules x {len(kernels)} kernels on host B"
+    label = f"{len(modules)} {kind} modules x {len(kernels)} kernels, host B"
     return [(f"{label}: upstream builds vs ours from the registry", up, pulled),
             (f"{label}: ours builds vs ours from the registry", built_c, pulled),
-            (f"(host A, which built and pushed: ours {built_a:.1f} s)", built_a, built_a)]
+            (f"{label}: host A builds and pushes vs B from the registry", built_a, pulled)]
