@@ -126,12 +126,16 @@ def fleet(ours: list[str], upstream: list[str], kernels: list[str], modules: lis
 
         def toml(push: bool) -> str:
             return (f'[cache]\nremote = "oci://{reg.host}/fleet/modules"\npush = {str(push).lower()}\n'
-                    f'registry_auth = "{reg.auth_file}"\nca_file = "{reg.ca}"\n'
-                    f'trusted_certificates = ["{keys / "fleet.der"}"]\n')
+                    'registry_auth = "/etc/dkms/registry.json"\nca_file = "/etc/dkms/registry-ca.pem"\n'
+                    'trusted_certificates = ["/etc/dkms/fleet.der"]\n')
 
         def host(name: str, text: str, fleet_key: bool = False) -> dict[str, str]:
             root = work / name
             env = sandbox(root, kernels, text)
+            # the settings name files under the host's root (DKMS_HOOKS_SYSROOT)
+            shutil.copy(reg.auth_file, root / "etc/dkms/registry.json")
+            shutil.copy(reg.ca, root / "etc/dkms/registry-ca.pem")
+            shutil.copy(keys / "fleet.der", root / "etc/dkms/fleet.der")
             if fleet_key:
                 (root / "etc/dkms/framework.conf.d/fleet.conf").write_text(
                     f"mok_signing_key={keys / 'fleet.key'}\nmok_certificate={keys / 'fleet.der'}\n")

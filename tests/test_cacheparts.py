@@ -149,3 +149,17 @@ def test_without_oras_the_registry_says_so_once(monkeypatch: pytest.MonkeyPatch,
         reg.pull("a" * 64, tmp_path / "entry")
     # the rest of the run does not try again
     assert "oras" in reg.down
+
+
+def test_a_missing_ca_file_or_auth_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("oras")
+    from dkms_hooks.ops.cache import remote
+
+    monkeypatch.setattr(remote, "_down", {})
+    reg = remote.Registry(CacheSettings(remote="oci://127.0.0.1:1/x/y", ca_file="/etc/dkms/ca.pem"), tmp_path)
+    with pytest.raises(remote.RegistryError, match=f"ca_file {tmp_path}/etc/dkms/ca.pem does not exist"):
+        reg.pull("a" * 64, tmp_path / "entry")
+    monkeypatch.setattr(remote, "_down", {})
+    reg = remote.Registry(CacheSettings(remote="oci://127.0.0.1:1/x/y", registry_auth="/auth.json"), tmp_path)
+    with pytest.raises(remote.RegistryError, match="registry_auth .*/auth.json does not exist"):
+        reg.pull("a" * 64, tmp_path / "entry")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -134,8 +135,17 @@ class Registry:
         import oras.provider  # lazy: only hosts with a registry need oras (and requests)
         import requests.adapters  # lazy: as above
 
+        # oras logs to stderr on its own; what goes wrong is said once, in our words
+        logging.getLogger("oras").setLevel(logging.CRITICAL + 1)
         s = self.settings
-        verify: bool | str = os.fspath(self.sysroot / s.ca_file.lstrip("/")) if s.ca_file else True
+        verify: bool | str = True
+        if s.ca_file:
+            verify = os.fspath(self.sysroot / s.ca_file.lstrip("/"))
+            if not os.path.isfile(verify):
+                raise RegistryError(f"[cache] ca_file {verify} does not exist")
+        auth_file = self._auth_file()
+        if auth_file and not os.path.isfile(auth_file):
+            raise RegistryError(f"[cache] registry_auth {auth_file} does not exist")
         timeout = s.timeout
 
         class _Adapter(requests.adapters.HTTPAdapter):
@@ -156,7 +166,6 @@ class Registry:
         client = _Client(hostname=self.target.host, insecure=s.insecure, tls_verify=verify, auth_backend=backend)
         for prefix in ("http://", "https://"):
             client.session.mount(prefix, _Adapter())
-        auth_file = self._auth_file()
         client.auth.load_configs(client.get_container(self.target.ref("x")), configs=[auth_file] if auth_file else None)
         if backend == "basic" and getattr(client.auth, "_basic_auth", None):
             # sent with every request, instead of each one being refused first and repeated

@@ -130,6 +130,10 @@ def _pull(ctx: Context, cache: HostCache, found: Lookup, key_inputs: KeyInputs, 
     if not certs:
         found.note = "the registry is not used: [cache] trusted_certificates is empty"
         return
+    missing = [c for c in certs if not c.is_file()]
+    if missing:
+        found.note = f"the registry is not used: the trusted certificate {missing[0]} does not exist"
+        return
     registry = Registry(ctx.hooks.cache, ctx.layout.sysroot)
     try:
         cache.root.mkdir(parents=True, exist_ok=True)
