@@ -253,7 +253,8 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
     hit = found.entry if found is not None else None
     if hit is not None:
         # upstream's line, so that scripts reading it see a build; the log says where from
-        steps.invoke_python(ctx, make_command, "Building module(s)", functools.partial(_from_cache, hit, make_command, build_log))
+        steps.invoke_python(ctx, make_command, "Building module(s)",
+                            functools.partial(_from_cache, hit, make_command, build_log))
     else:
         rc = steps.invoke_shell(ctx, make_command, "Building module(s)", build_log, cwd=build_dir,
                                 variables=variables, env=env, as_user=user)
@@ -284,7 +285,7 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
         symvers = hit.symvers or symvers
     work = staging / ".work"
     if symvers.is_file():
-        shutil.copy2(builduser.take_back(symvers, build_dir, work) if user else symvers,
+        shutil.copy2(builduser.take_back(symvers, build_dir, work) if user and hit is None else symvers,
                      staging / "module/Module.symvers")
     if ctx.signing_ready is not None and ctx.shell.prepared_kernel != f"{kver}/{arch}":
         # the transaction's signing was still being prepared when this build began
@@ -295,14 +296,18 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
     for m in wanted:
         built = Path(f"{build_dir}/{m.built_path}.ko")
         if m.built_path in cached:
-            # where make would have left it: the entry's own file stays unsigned
+            # a copy (the entry stays unsigned) where make would have left it, for upstream's
+            # "Signing module" line; in root's own staging when the build user owns build/
+            if user is not None:
+                work.mkdir(mode=0o700, exist_ok=True)
+                built = work / f"{m.index}-{m.built_name}.ko"
             built.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(cached[m.built_path], built)
+        elif user is not None and built.is_file():
+            built = builduser.take_back(built, build_dir, work)
         if not built.is_file():
             ctx.console.warn(f"{built} has disappeared")
             continue
-        if user is not None:
-            built = builduser.take_back(built, build_dir, work)
         if m.strip and m.built_path not in cached:
             strip = "llvm-strip" if env.get("CC") == "clang" else "strip"
             try:

@@ -47,11 +47,19 @@ DKMS_HOOKS_PROBE_LOG=/tmp/probes.log dkms autoinstall -k {k} >/dev/null
 echo "== probes"
 grep -c '^hit' /tmp/probes.log
 stat -c '%U' /lib/modules/{k}/updates/dkms/userprobe_*.ko*
+# the same build again comes from the build cache: root copies the entry into its own staging
+dkms remove whoami/1.0 --all >/dev/null
+dkms add whoami/1.0 >/dev/null
+dkms install whoami/1.0 -k {k} >/dev/null
+echo "== again"
+python3 -c 'import glob, json; print(json.load(open(glob.glob("/var/lib/dkms/.dkms-hooks/builds/whoami/1.0/*.json")[0]))["source"])'
+stat -c '%U' /lib/modules/{k}/updates/dkms/whoami.ko*
 """, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     log = res.stdout.split("== log\n")[1].split("== owners\n")[0]
     owners = res.stdout.split("== owners\n")[1].split("== probes\n")[0].splitlines()
-    hits, *probe_owners = res.stdout.split("== probes\n")[1].splitlines()
+    hits, *probe_owners = res.stdout.split("== probes\n")[1].split("== again\n")[0].splitlines()
+    assert res.stdout.split("== again\n")[1].splitlines() == ["cache", "root"], res.stdout
     assert int(hits) > 0 and probe_owners == ["root"] * 3, res.stdout
     for step in ("MAKE", "PREBUILD", "POSTBUILD"):
         assert f"{step}_USER={USER}\n" in log, log
