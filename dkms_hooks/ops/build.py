@@ -377,7 +377,9 @@ def _from_cache(entry: Entry, make_command: str, build_log: Path) -> int:
     start = text.find("\n", start + 1 + len("Building module(s)\n")) + 1 if start >= 0 else -1
     end = text.find("\n# exit code: ", start) if start > 0 else -1
     output = text[start:end] if 0 < start <= end else ""
-    with open(build_log, "a", encoding="utf-8") as log:
+    # no following links: with build_user, the build user owns the directory
+    fd = os.open(build_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "a", encoding="utf-8", errors="surrogateescape") as log:
         log.write(f"\nBuilding module(s)\n# command: {make_command}\n{output}\n# exit code: 0\n"
                   f"# elapsed time: 00:00:00\n{steps.RULE}\n")
     return 0
