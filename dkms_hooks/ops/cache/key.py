@@ -57,9 +57,14 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path, *, follow: bool = True) -> str:
+    """The file's SHA-256. ``follow=False``: read without following a link or blocking on a
+    FIFO (a build user owns the build directory, and could swap a file for either)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW | os.O_NONBLOCK))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -82,7 +87,7 @@ def tree_digest(root: Path, *, skip: Sequence[str] = ()) -> str:
             if stat.S_ISLNK(st.st_mode):
                 h.update(f"L {rel}\0{os.readlink(full)}\n".encode(errors="surrogateescape"))
             elif stat.S_ISREG(st.st_mode):
-                h.update(f"F {rel}\0{mode:o}\0{file_sha256(Path(full))}\n".encode(errors="surrogateescape"))
+                h.update(f"F {rel}\0{mode:o}\0{file_sha256(Path(full), follow=False)}\n".encode(errors="surrogateescape"))
         for name in dirs:
             if not os.path.islink(os.path.join(dirpath, name)):
                 st = os.lstat(os.path.join(dirpath, name))
