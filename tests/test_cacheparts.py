@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import Sandbox
 
 from dkms_hooks.model.settings import CacheSettings, SettingsError, load_hooks_settings, parse_size
 from dkms_hooks.ops.cache import signature
@@ -163,3 +164,17 @@ def test_a_missing_ca_file_or_auth_file_is_named(monkeypatch: pytest.MonkeyPatch
     reg = remote.Registry(CacheSettings(remote="oci://127.0.0.1:1/x/y", registry_auth="/auth.json"), tmp_path)
     with pytest.raises(remote.RegistryError, match="registry_auth .*/auth.json does not exist"):
         reg.pull("a" * 64, tmp_path / "entry")
+
+
+def test_cache_command_with_the_cache_off_and_with_bad_settings(sandbox: Sandbox) -> None:
+    (sandbox.etc / "dkms-hooks.toml").write_text("[cache]\nenabled = false\n")
+    res = sandbox.dkms("cache", "status")
+    assert res.returncode == 0 and "(off: [cache] enabled = false)" in res.stdout and "0 entries" in res.stdout
+    assert "nothing to do" in sandbox.dkms("cache", "prune").stdout
+    assert json.loads(sandbox.dkms("cache", "status", "--json").stdout)["enabled"] is False
+    res = sandbox.dkms("cache", "clear", "--json")
+    assert res.returncode == 2 and "dkms cache clear does not support --json" in res.stderr
+    (sandbox.etc / "dkms-hooks.toml").write_text('[cache]\nmax_size = "a lot"\n')
+    res = sandbox.dkms("cache", "status")
+    assert res.returncode == 1 and "[cache] max_size must be a size in bytes" in res.stderr
+    assert "Traceback" not in res.stderr
