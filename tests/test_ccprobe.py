@@ -155,7 +155,8 @@ def test_real_builds_share_probe_answers_and_make_the_same_modules(sandbox: Sand
     for n in names:
         write_module(sandbox.source_tree, n)  # the trigger finds and adds them
     log = tmp_path / "probes.log"
-    (sandbox.etc / "dkms-hooks.toml").write_text("compiler_probe_cache = false\n")
+    # the same builds twice: without the build cache, so that the second one runs make
+    (sandbox.etc / "dkms-hooks.toml").write_text("compiler_probe_cache = false\n[cache]\nenabled = false\n")
     res = sandbox.event("apt", "trigger", env={"DKMS_HOOKS_PROBE_LOG": str(log)})
     assert res.returncode == 0, res.output
     assert not log.exists()
@@ -164,7 +165,7 @@ def test_real_builds_share_probe_answers_and_make_the_same_modules(sandbox: Sand
 
     for n in names:
         sandbox.dkms("remove", f"{n}/1.0", "--all", check=True)
-    (sandbox.etc / "dkms-hooks.toml").unlink()
+    (sandbox.etc / "dkms-hooks.toml").write_text("[cache]\nenabled = false\n")
     res = sandbox.event("apt", "trigger", env={"DKMS_HOOKS_PROBE_LOG": str(log)})
     assert res.returncode == 0, res.output
     answers = log.read_text().splitlines()
