@@ -154,11 +154,13 @@ def fleet(ours: list[str], upstream: list[str], kernels: list[str], modules: lis
         c = host("c", "[cache]\nenabled = false\n")
         built_c = install_all(ours, c)
         # the same work for upstream: its depmod runs on /lib/modules, so the kernel's own
-        # modules (4000 of them for an installed kernel) step aside in this overlay, leaving
-        # what the sandboxes have
+        # modules (4000 of them for an installed kernel) are covered by an empty directory in
+        # this mount namespace (bench/run's), leaving what the sandboxes have
+        empty = work / "empty"
+        empty.mkdir()
         hidden = [d for k in kernels if (d := Path(f"/lib/modules/{k}/kernel")).is_dir()]
         for d in hidden:
-            d.rename(d.with_name(".kernel-hidden-by-bench"))
+            subprocess.run(["mount", "--bind", str(empty), str(d)], check=True)
         try:
             for n in modules:
                 _run([*upstream, "add", f"{n}/1.0"], dict(os.environ))
@@ -167,7 +169,7 @@ def fleet(ours: list[str], upstream: list[str], kernels: list[str], modules: lis
                 _run([*upstream, "remove", f"{n}/1.0", "--all"], dict(os.environ))
         finally:
             for d in hidden:
-                d.with_name(".kernel-hidden-by-bench").rename(d)
+                subprocess.run(["umount", str(d)], check=False)
         def files(host: str) -> dict[str, bytes]:
             base = work / host / "lib/modules"
             return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.glob("*/updates/dkms/*.ko*"))}
