@@ -174,8 +174,11 @@ def fleet(ours: list[str], upstream: list[str], kernels: list[str], modules: lis
             base = work / host / "lib/modules"
             return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.glob("*/updates/dkms/*.ko*"))}
 
-        if files("a") != files("b") or len(files("b")) != len(modules) * len(kernels):
-            raise SystemExit("host B's modules are not host A's")
+        fa, fb = files("a"), files("b")
+        if fa != fb or len(fb) != len(modules) * len(kernels):
+            differ = sorted(n for n in set(fa) | set(fb) if fa.get(n) != fb.get(n))
+            notes = [p.read_text() for p in (work / "b").glob("var/lib/dkms/.dkms-hooks/builds/*/*/*.json")]
+            raise SystemExit(f"host B's modules are not host A's: {differ}\n" + "".join(notes))
     finally:
         reg.stop()
         shutil.rmtree(work, ignore_errors=True)
