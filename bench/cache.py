@@ -62,7 +62,7 @@ def write_heavy(parent: Path, name: str, parts: int = 10) -> Path:
 #: our runs leave bench/run's mount namespace for the machine's: inside it, dkms (like
 #: upstream, after Debian's ischroot) takes itself for a chroot and does not sign, and the
 #: fleet needs the signing key
-HOST_NS = ["nsenter", "--mount=/proc/1/ns/mnt", "--"]
+HOST_NS = ["nsenter", f"--mount=/proc/{os.environ.get('BENCH_HOST_NS_PID', '1')}/ns/mnt", "--"]
 #: headers of kernels that exist only inside the overlay (the third kernel), unpacked for the
 #: sandboxes where the machine's namespace can see them
 HEADERS = Path("/tmp/bench-headers")
@@ -75,8 +75,8 @@ def headers_dir(kver: str) -> str:
     src = HEADERS / f"usr/src/linux-headers-{kver}"
     if not src.is_dir():
         HEADERS.mkdir(parents=True, exist_ok=True)
-        deb = subprocess.run(["apt-get", "download", "-qq", f"linux-headers-{kver}"], cwd=HEADERS, check=True)
-        assert deb.returncode == 0
+        subprocess.run(["apt-get", "download", "-qq", f"linux-headers-{kver}"], cwd=HEADERS, check=True,
+                       stderr=subprocess.DEVNULL)
         for d in HEADERS.glob(f"linux-headers-{kver}_*.deb"):
             subprocess.run(["dpkg-deb", "-x", str(d), str(HEADERS)], check=True)
         # its scripts and tools links point at ../../lib/linux-kbuild-X: the machine's
