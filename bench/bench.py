@@ -273,9 +273,9 @@ def cache_section(ks: list[str]) -> None:
     rows += cache.fleet(OURS, UPSTREAM, ks, heavy, "driver-sized")
     rows += cache.fleet(OURS, UPSTREAM, ks, write_modules(MODULES), "one-file")
     reset()
-    print(f"{'work':<75} {'baseline':>9} {'ours':>9} {'ratio':>7}")
+    print(f"{'work':<92} {'baseline':>9} {'ours':>9} {'ratio':>7}")
     for what, base, ours in rows:
-        print(f"{what:<75} {base:>8.2f}s {ours:>8.2f}s {ours / base:>6.3f}x")
+        print(f"{what:<92} {base:>8.2f}s {ours:>8.2f}s {ours / base:>6.3f}x")
     if os.environ.get("BENCH_HOST_NS_PID"):
         os.kill(int(os.environ["BENCH_HOST_NS_PID"]), signal.SIGTERM)
 
