@@ -178,3 +178,14 @@ def test_cache_command_with_the_cache_off_and_with_bad_settings(sandbox: Sandbox
     res = sandbox.dkms("cache", "status")
     assert res.returncode == 1 and "[cache] max_size must be a size in bytes" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_prune_sweeps_what_a_killed_dkms_left(tmp_path: Path) -> None:
+    cache = HostCache(tmp_path / "cache", max_size=1 << 20)
+    cache.root.mkdir()
+    for name in (".new-x", ".gone-y", ".pull-z", ".pull-recent"):
+        (cache.root / name).mkdir()
+        if name != ".pull-recent":
+            os.utime(cache.root / name, (1, 1))
+    cache.prune()
+    assert sorted(p.name for p in cache.root.iterdir()) == [".pull-recent"], "a pull in flight is left alone"

@@ -111,6 +111,14 @@ def test_host_b_installs_the_fleet_s_builds_without_make(fleet, tmp_path: Path) 
     b.dkms("add", "fleetmod1/1.0", check=True)
     res = b.dkms("install", "fleetmod1/1.0", "-k", KERNELS[0], check=True)
     assert makes(b_makes) == 0, res.output
+    # the fleet's key is replaced: what B kept signed by the old one is not used any more
+    _new_key, new_cert = keypair(tmp_path / "keys2", "fleet-2027")
+    (b.etc / "fleet.der").write_bytes(new_cert.read_bytes())
+    b.dkms("remove", "fleetmod2/1.0", "--all", check=True)
+    b.dkms("add", "fleetmod2/1.0", check=True)
+    res = b.dkms("install", "fleetmod2/1.0", "-k", KERNELS[0], check=True)
+    assert "refused: 0.ko is not signed by a trusted certificate; building." in res.stderr
+    assert makes(b_makes) == 1
 
 
 def test_a_tampered_blob_is_refused_and_built_locally(fleet, tmp_path: Path) -> None:

@@ -104,6 +104,10 @@ def find(ctx: Context, key_inputs: KeyInputs, deps: Sequence[Path]) -> Lookup | 
         entry = cache.get(key)
         if entry is not None:
             why = verify.refusal(entry, key_inputs.kernel, [m for m, _ in key_inputs.modules], deps)
+            if why is None and entry.signed:
+                # pulled from the registry and kept signed: still one of the certificates
+                # trusted now (the fleet's key may have been replaced since)
+                why = _signature_refusal(ctx, entry)
             if why is None:
                 cache.touch(entry)
                 found.entry, found.source = entry, Source.cache
@@ -121,6 +125,22 @@ def find(ctx: Context, key_inputs: KeyInputs, deps: Sequence[Path]) -> Lookup | 
 
 def _trusted(ctx: Context) -> list[Path]:
     return [ctx.layout.sysroot / c.lstrip("/") for c in ctx.hooks.cache.trusted_certificates]
+
+
+def _signature_refusal(ctx: Context, entry: Entry) -> str | None:
+    certs = _trusted(ctx)
+    if not certs or not all(c.is_file() for c in certs):
+        return "its modules are signed by the fleet's key, and [cache] trusts no certificate now"
+    try:
+        with tempfile.TemporaryDirectory(prefix="dkms-trust-") as tmp:
+            bundle = signature.trusted_bundle(certs, Path(tmp))
+            for m in entry.modules:
+                why = signature.refusal(m.path, bundle)
+                if why is not None:
+                    return why
+    except (OSError, ValueError) as e:
+        return f"its signatures cannot be checked ({e})"
+    return None
 
 
 def _pull(ctx: Context, cache: HostCache, found: Lookup, key_inputs: KeyInputs, deps: Sequence[Path]) -> None:

@@ -190,7 +190,7 @@ class HostCache:
         if not self.root.is_dir():
             return
         for p in self.root.iterdir():
-            if p.name.startswith((".new-", ".gone-")):
+            if p.name.startswith((".new-", ".gone-", ".pull-")):
                 try:
                     if time.time() - p.stat().st_mtime > 3600:
                         shutil.rmtree(p, ignore_errors=True)
