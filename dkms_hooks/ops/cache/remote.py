@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from dkms_hooks.model.settings import CacheSettings
 from dkms_hooks.ops.cache.store import ARTIFACT_TYPE, MANIFEST, NAMES
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # see dkms_hooks/__init__.py
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 FILE_TYPE = "application/vnd.dkms-hooks.file.v1"
 CONFIG_TYPE = "application/vnd.dkms-hooks.build.config.v1+json"
@@ -132,6 +134,8 @@ class Registry:
         htpasswd registry, Bearer tokens for Harbor, GHCR, ECR...)."""
         if self.settings.remote in _clients:
             return _clients[self.settings.remote]
+        import logging  # lazy: every build imports this module, few talk to a registry
+
         import oras.provider  # lazy: only hosts with a registry need oras (and requests)
         import requests.adapters  # lazy: as above
 
