@@ -19,6 +19,14 @@ overlay_up() {
 }
 overlay_down() {
     cd /
+    # whatever still runs in this namespace (a test killed halfway, a daemon a package
+    # started) would write to the real /var and /etc once the overlay is gone: end it first
+    local p
+    for p in /proc/[0-9]*; do
+        p=${p#/proc/}
+        [ "$p" = "$$" ] && continue
+        [ /proc/"$p"/ns/mnt -ef /proc/$$/ns/mnt ] && kill -KILL "$p" 2>/dev/null
+    done
     umount -l /boot /var /etc /usr "$OVERLAY_BASE" 2>/dev/null
     rmdir "$OVERLAY_BASE" 2>/dev/null
     true
