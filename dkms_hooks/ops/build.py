@@ -243,9 +243,12 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
     scripts.run_script(ctx, "pre_build", conf.script("PRE_BUILD"), module, version, logfile=build_log,
                        variables=variables, as_user=user)
 
-    deps = cachestep.dependency_symvers(ctx, conf, kver, arch)
-    found = cachestep.find(ctx, cachestep.inputs(ctx, conf, kernel, module, version, make_command=make_command,
-                                                 build_dir=build_dir, env=env, extra_env=extra_env, deps=deps), deps)
+    found: cachestep.Lookup | None = None
+    if ctx.hooks.cache.enabled:
+        deps = cachestep.dependency_symvers(ctx, conf, kver, arch)
+        inputs = cachestep.inputs(ctx, conf, kernel, module, version, make_command=make_command,
+                                  build_dir=build_dir, env=env, extra_env=extra_env, deps=deps)
+        found = cachestep.find(ctx, inputs, deps)
     if make_command.startswith("make"):
         # beside other builds, make takes its jobs from the shared jobserver instead of -jN
         jobs = "" if ctx.jobserver is not None else f" -j{ctx.parallel_jobs}"

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dkms_hooks.model import modinfo, tree
+from dkms_hooks.model import tree
 from dkms_hooks.model.context import Context, Signing
 from dkms_hooks.model.dkmsconf import ModuleConf
 from dkms_hooks.model.kernel import KernelTarget
 from dkms_hooks.ops.cache import signature, verify
 from dkms_hooks.ops.cache.key import KeyInputs, compute, unseen_paths
 from dkms_hooks.ops.cache.remote import NotThere, Registry, RegistryError
-from dkms_hooks.ops.cache.store import MANIFEST, Built, Entry, HostCache, manifest_for
+from dkms_hooks.ops.cache.store import MANIFEST, Built, Entry, HostCache, write_entry
 from dkms_hooks.system.compat import StrEnum
 
 
@@ -73,7 +73,7 @@ def inputs(ctx: Context, conf: ModuleConf, kernel: KernelTarget, module: str, ve
 def _exports(symvers: Path) -> str:
     """A dependency's exported symbols and CRCs (its Module.symvers also names the directory
     it was built in, which differs from host to host)."""
-    items = sorted(modinfo.read_symvers(symvers).items())
+    items = sorted(verify.symvers(symvers).items())
     return hashlib.sha256("".join(f"{s} {c:08x}\n" for s, c in items).encode()).hexdigest()
 
 
@@ -128,6 +128,7 @@ def _trusted(ctx: Context) -> list[Path]:
 
 
 def _signature_refusal(ctx: Context, entry: Entry) -> str | None:
+    """Why the entry's modules are not signed by a certificate the host trusts now, or None."""
     certs = _trusted(ctx)
     if not certs or not all(c.is_file() for c in certs):
         return "its modules are signed by the fleet's key, and [cache] trusts no certificate now"
@@ -179,9 +180,7 @@ def _pull(ctx: Context, cache: HostCache, found: Lookup, key_inputs: KeyInputs, 
         entry = Entry(found.key, got, manifest)
         why = verify.refusal(entry, key_inputs.kernel, [m for m, _ in key_inputs.modules], deps)
         if why is None:
-            bundle = signature.trusted_bundle(certs, scratch)
-            for m in entry.modules:
-                why = why or signature.refusal(m.path, bundle)
+            why = _signature_refusal(ctx, entry)
         if why is not None:
             found.note = f"refused the registry's entry: {why}"
             ctx.console.warn(f"build cache: the registry's entry {found.key[:12]} was refused: {why}; building.")
@@ -217,17 +216,8 @@ def share(ctx: Context, found: Lookup, sign: Signing | None, meta: dict[str, obj
         found.note = "not shared: this host does not sign with a certificate of [cache] trusted_certificates"
         return
     with tempfile.TemporaryDirectory(prefix="dkms-push-") as tmp:
-        files: dict[str, Path] = {}
-        listed = []
-        for i, m in enumerate(signed):
-            files[f"{i}.ko"] = Path(shutil.copyfile(m.path, Path(tmp, f"{i}.ko")))
-            listed.append({"built_path": m.built_path, "file": f"{i}.ko"})
-        for name, src in (("Module.symvers", symvers), ("make.log", log)):
-            if src is not None and src.is_file():
-                files[name] = Path(shutil.copyfile(src, Path(tmp, name)))
-        manifest = manifest_for(found.key, {**meta, "modules": listed, "signed": True, "created": time.time()}, files)
-        Path(tmp, MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        files[MANIFEST] = Path(tmp, MANIFEST)
+        files = write_entry(Path(tmp), found.key, {**meta, "signed": True, "created": time.time()}, signed,
+                            symvers, log)
         try:
             Registry(c, ctx.layout.sysroot).push(found.key, files)
         except (RegistryError, OSError) as e:

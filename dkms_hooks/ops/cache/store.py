@@ -72,14 +72,32 @@ class Entry:
             return 0.0
 
 
-def manifest_for(key: str, meta: dict[str, object], files: dict[str, Path]) -> dict[str, object]:
-    return {
+def write_entry(directory: Path, key: str, meta: dict[str, object], modules: Sequence[Built],
+                symvers: Path | None, log: Path | None) -> dict[str, Path]:
+    """An entry's files in ``directory`` (modules as ``0.ko``, ``1.ko``...), and its manifest
+    hashing them; the files by name, the manifest among them."""
+    files: dict[str, Path] = {}
+    listed = []
+    for i, m in enumerate(modules):
+        name = f"{i}.ko"
+        shutil.copyfile(m.path, directory / name)
+        files[name] = directory / name
+        listed.append({"built_path": m.built_path, "file": name})
+    for name, src in (("Module.symvers", symvers), ("make.log", log)):
+        if src is not None and src.is_file():
+            shutil.copyfile(src, directory / name)
+            files[name] = directory / name
+    manifest = {
         "format": FORMAT,
         "artifactType": ARTIFACT_TYPE,
         "key": key,
         **meta,
+        "modules": listed,
         "files": {name: file_sha256(path) for name, path in sorted(files.items())},
     }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    files[MANIFEST] = directory / MANIFEST
+    return files
 
 
 class HostCache:
@@ -117,19 +135,7 @@ class HostCache:
         tmp = self.root / f".new-{key[:16]}-{os.getpid()}-{time.monotonic_ns()}"
         tmp.mkdir(mode=0o755)
         try:
-            files: dict[str, Path] = {}
-            listed = []
-            for i, m in enumerate(modules):
-                name = f"{i}.ko"
-                shutil.copyfile(m.path, tmp / name)
-                files[name] = tmp / name
-                listed.append({"built_path": m.built_path, "file": name})
-            for name, src in (("Module.symvers", symvers), ("make.log", log)):
-                if src is not None and src.is_file():
-                    shutil.copyfile(src, tmp / name)
-                    files[name] = tmp / name
-            manifest = manifest_for(key, {**meta, "modules": listed}, files)
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+            write_entry(tmp, key, meta, modules, symvers, log)
             return self.adopt(key, tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -17,7 +17,8 @@ from dkms_hooks.ops.cache.store import MANIFEST, NAMES, Entry
 _symvers_memo: dict[tuple[str, int, int], dict[str, int]] = {}
 
 
-def _symvers(path: Path) -> dict[str, int]:
+def symvers(path: Path) -> dict[str, int]:
+    """Symbol -> CRC of a Module.symvers, read once per process for each state of the file."""
     st = path.stat()
     memo = (os.fspath(path), st.st_size, st.st_mtime_ns)
     if memo not in _symvers_memo:
@@ -47,12 +48,12 @@ def refusal(entry: Entry, kernel: KernelTarget, built_paths: Sequence[str],
     modversions = kernel.kconfig().get("CONFIG_MODVERSIONS") == "y"
     known: dict[str, int] = {}
     if modversions:
-        symvers = Path(os.path.realpath(kernel.source_dir)) / "Module.symvers"
-        if not symvers.is_file():
-            return f"{symvers} is missing, so the modules' symbol versions cannot be checked"
+        kernel_symvers = Path(os.path.realpath(kernel.source_dir)) / "Module.symvers"
+        if not kernel_symvers.is_file():
+            return f"{kernel_symvers} is missing, so the modules' symbol versions cannot be checked"
         for dep in dependency_symvers:
-            known.update(_symvers(dep))
-        known.update(_symvers(symvers))
+            known.update(symvers(dep))
+        known.update(symvers(kernel_symvers))
     for m in entry.modules:
         release = modinfo.first(modinfo.modinfo(m.path), "vermagic").split(" ", 1)[0]
         if release != kernel.kver:
