@@ -4,7 +4,7 @@
 # framework.conf, else DKMS_HOOKS_SYSROOT's (as dkms itself does), else the system's.
 
 _dkms_verbs="add build install uninstall unbuild remove status autoinstall match mktarball ldtarball
-    generate_mok kernel_preinst kernel_postinst kernel_prerm conf plan cache event"
+    generate_mok kernel_preinst kernel_postinst kernel_prerm conf plan cache mok event"
 _dkms_tree_opts="--dkmstree --sourcetree --installtree"
 
 # the options each verb takes (beyond -q --verbose --debug and the tree options)
@@ -24,6 +24,7 @@ _dkms_verb_opts() {
         conf) echo "-k -a --raw --json" ;;
         plan) echo "-k -a -j --build --json" ;;
         cache) echo "--json" ;;
+        mok) echo "--json" ;;
         generate_mok) echo "" ;;
         *) echo "-m -v -k -a -c -j --all --force --force-version-override --kernelsourcedir --config
                  --directive --archive --templatekernel --source-only --binaries-only --no-depmod
@@ -207,6 +208,8 @@ _dkms() {
             compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
         cache)
             mapfile -t COMPREPLY < <(compgen -W "status prune clear" -- "$cur") ;;
+        mok)
+            mapfile -t COMPREPLY < <(compgen -W "status enroll" -- "$cur") ;;
     esac
     return 0
 }

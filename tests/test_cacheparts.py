@@ -13,6 +13,7 @@ import pytest
 from conftest import Sandbox
 
 from dkms_hooks.model.settings import CacheSettings, SettingsError, load_hooks_settings, parse_size
+from dkms_hooks.model import x509
 from dkms_hooks.ops.cache import signature
 from dkms_hooks.ops.cache.key import tree_digest, unseen_paths
 from dkms_hooks.ops.cache.remote import Target
@@ -121,11 +122,11 @@ def test_the_host_store_puts_once_and_prunes_the_least_recently_used(tmp_path: P
 def test_a_signature_is_split_from_the_module() -> None:
     body, sig = b"\x7fELF" + b"\0" * 64, b"0\x82pkcs7"
     trailer = struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, len(sig))
-    assert signature.split(body + sig + trailer + signature.MAGIC) == (body, sig)
-    assert signature.split(body) is None
+    assert x509.split_module(body + sig + trailer + x509.MODULE_SIG_MAGIC) == (body, sig)
+    assert x509.split_module(body) is None
     # a length that points before the start of the file is not a signature
     bad = struct.pack(">BBBBB3xI", 0, 0, 2, 0, 0, 1 << 20)
-    assert signature.split(body + bad + signature.MAGIC) is None
+    assert x509.split_module(body + bad + x509.MODULE_SIG_MAGIC) is None
 
 
 def test_a_broken_entry_does_not_block_its_key(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ VERBS = [
     "conf",
     "plan",
     "cache",
+    "mok",
     "event",
 ]
 
@@ -110,6 +111,7 @@ def test_bash_verbs_and_options(root: Path) -> None:
     assert bash_complete(root, "dkms", "conf", "--r") == ["--raw"]
     assert bash_complete(root, "dkms", "cache", "") == ["status", "prune", "clear"]
     assert bash_complete(root, "dkms", "cache", "--j") == ["--json"]
+    assert bash_complete(root, "dkms", "mok", "") == ["status", "enroll"]
     assert sorted(bash_complete(root, "dkms", "--ver")) == ["--verbose", "--version"]
 
 
@@ -169,6 +171,7 @@ def test_zsh_completes_through_compinit(root: Path, tmp_path: Path) -> None:
     assert zsh_complete(root, "dkms install foo-bar/1.2 -k ") == ["6.1.0-test", "6.12.5-test"]
     assert zsh_complete(root, "dkms event rpm post") == ["post", "posttrans"]
     assert zsh_complete(root, "dkms cache ") == ["status", "prune", "clear"]
+    assert zsh_complete(root, "dkms mok ") == ["status", "enroll"]
     assert "--json" in zsh_complete(root, "dkms status --")
     other = make_root(tmp_path / "other", dkms_tree="dkms")
     shutil.rmtree(other / "dkms/foo-bar")

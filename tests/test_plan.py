@@ -40,7 +40,9 @@ def test_a_kernel_without_headers_writes_nothing(sandbox: Sandbox) -> None:
     code, doc = _plan(sandbox, "-k", NO_HEADERS)
     assert code == 1
     assert doc["kernels"] == [{"kernel": NO_HEADERS, "arch": "x86_64", "headers": None,
-                               "headers_package": f"linux-headers-{NO_HEADERS}"}]
+                               "headers_package": f"linux-headers-{NO_HEADERS}",
+                               "signing": {"certificate": str(sandbox.dkms_tree / "mok.pub"), "present": False,
+                                           "trust": None, "loads": None}}]
     assert _verdicts(doc) == {
         ("manual", NO_HEADERS): ("blocked", ["no-headers"]),
         ("needy", NO_HEADERS): ("blocked", ["no-headers"]),

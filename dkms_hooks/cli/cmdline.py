@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 ACTIONS = re.compile(
     r"^(remove|(auto|un)?install|match|mktarball|(un)?build|add|status|ldtarball|generate_mok"
-    r"|kernel_(preinst|postinst|prerm)|conf|plan|cache)$"
+    r"|kernel_(preinst|postinst|prerm)|conf|plan|cache|mok)$"
 )
 _MV = re.compile(r"^([^/]*)/(.*)$")
 _WITH_VALUE = re.compile(r"^[^=]*=(.*)$", re.DOTALL)
@@ -166,8 +166,8 @@ def _read(argv: Sequence[str], o: Any, p: Parsed) -> None:
         elif a.startswith("-"):
             p.unknown_option = a
             return
-        elif o.action == "cache" and not o.positional:
-            # ours: `dkms cache status|prune|clear` (status is also a verb)
+        elif o.action in ("cache", "mok") and not o.positional:
+            # ours: `dkms cache status|prune|clear`, `dkms mok status|enroll` (status is also a verb)
             o.positional.append(a)
         elif ACTIONS.match(a):
             if o.action:

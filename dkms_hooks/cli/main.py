@@ -29,7 +29,7 @@ _MUTATING = {"add", "build", "install", "uninstall", "unbuild", "remove", "autoi
 
 
 #: verbs with a JSON form (--json); docs/json.md
-_JSON = {"status", "plan", "conf", "cache"}
+_JSON = {"status", "plan", "conf", "cache", "mok"}
 
 
 # Each verb's code is imported when the verb runs, never at start-up: `dkms status` and
@@ -65,7 +65,14 @@ def _cache(ctx: Context) -> int:
     return cachecmd.run_cache(ctx)
 
 
-_VIEWS: dict[str, Callable[[Context], int]] = {"status": _status, "plan": _plan, "conf": _conf, "cache": _cache}
+def _mok(ctx: Context) -> int:
+    from dkms_hooks.cli import mokcmd  # lazy: start-up speed
+
+    return mokcmd.run_mok(ctx)
+
+
+_VIEWS: dict[str, Callable[[Context], int]] = {"status": _status, "plan": _plan, "conf": _conf, "cache": _cache,
+                                               "mok": _mok}
 
 
 def dispatch(ctx: Context) -> int:
@@ -76,7 +83,13 @@ def dispatch(ctx: Context) -> int:
 
     handler = handlers.HANDLERS.get(action)
     if handler is not None:
-        return handler(ctx)
+        code = handler(ctx)
+        if ctx.tx.signed_with:
+            from dkms_hooks.ops import secureboot  # lazy: only once something was signed
+
+            for warning in secureboot.warnings_for(ctx, ctx.tx.signed_with):
+                ctx.console.warn(warning)
+        return code
     ctx.console.error(f'Unknown action specified: "{action}"')
     ctx.console.print(cmdline.USAGE.format(prog=sys.argv[0] if sys.argv else "dkms"))
     return 0

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 
+from dkms_hooks.cli import statusjson
+from dkms_hooks.model import tree
 from dkms_hooks.model.context import Context
+from dkms_hooks.model.statuscache import StatusCache
+from dkms_hooks.ops import secureboot
+from dkms_hooks.ops.secureboot import Survey
 from dkms_hooks.system import progress
 from dkms_hooks.system.errors import DkmsError
 from dkms_hooks.transaction import scratch
@@ -22,7 +27,8 @@ EXIT_BUILD_FAILED = 10
 _KIND = {Verdict.skip: "skipped", Verdict.blocked: "failed"}
 
 
-def _text(ctx: Context, kernels: list[KernelInfo], items: list[Item]) -> None:
+def _text(ctx: Context, kernels: list[KernelInfo], items: list[Item], keys: Survey | None,
+          installed: dict[int, list[dict[str, object]]]) -> None:
     out = ctx.console.print
     colour = progress.colour_enabled(ctx.console.out, ctx.env)
     for k in kernels:
@@ -31,10 +37,15 @@ def _text(ctx: Context, kernels: list[KernelInfo], items: list[Item]) -> None:
         else:
             hint = f" (install {k.package})" if k.package else ""
             out(f"Plan for kernel {k.kernel} ({k.arch}), no headers{hint}:")
-        mine = [i for i in items if (i.kernel, i.arch) == (k.kernel, k.arch)]
+        if keys is not None:
+            sign = _signing(ctx, keys, k)
+            loads = sign["loads"]
+            verdict = f"{loads['verdict']} ({loads['why']})" if isinstance(loads, dict) else "unknown"
+            out(f"  signing with {sign['certificate']}: new builds load: {verdict}")
+        mine = [(n, i) for n, i in enumerate(items) if (i.kernel, i.arch) == (k.kernel, k.arch)]
         if not mine:
             out("  no modules")
-        for i in mine:
+        for n, i in mine:
             word = progress.paint(i.verdict.value, _KIND.get(i.verdict, "ok"), colour)
             line = f"  {word}{' ' * (12 - len(i.verdict.value))}{i.module}/{i.version}"
             if i.reasons:
@@ -52,6 +63,39 @@ def _text(ctx: Context, kernels: list[KernelInfo], items: list[Item]) -> None:
                     if isinstance(tail, list):
                         for line in tail:
                             out(f"    | {line}")
+            if keys is not None:
+                _signature_lines(ctx, installed.get(n, []))
+
+
+def _signing(ctx: Context, keys: Survey, k: KernelInfo) -> dict[str, object]:
+    """The certificate that signs this kernel's new builds, and whether they will load."""
+    kernel = ctx.kernel(k.kernel, k.arch)
+    path = secureboot.signing_pair(ctx, kernel)[1]
+    cert = secureboot.load_certificate(path)
+    if cert is None:
+        return {"certificate": str(path), "present": path.is_file(), "trust": None, "loads": None}
+    verdict = keys.judge(cert.as_signer(), kernel) if kernel.config.is_file() else None
+    return {"certificate": str(path), "present": True, "trust": keys.state.trust(cert).value,
+            "loads": None if verdict is None else {"verdict": verdict.load.value, "why": verdict.why}}
+
+
+def _installed_modules(ctx: Context, keys: Survey, items: list[Item]) -> dict[int, list[dict[str, object]]]:
+    cache = StatusCache(ctx)  # read, never saved: plan writes nothing
+    found = {}
+    for n, i in enumerate(items):
+        if i.verdict is Verdict.installed:
+            entry = tree.Entry(tree.State.installed, i.module, i.version, i.kernel, i.arch)
+            with ctx.subshell():
+                found[n] = statusjson.modules(ctx, entry, cache, keys)
+    return found
+
+
+def _signature_lines(ctx: Context, mods: list[dict[str, object]]) -> None:
+    for m in mods:
+        loads = m["loads"]
+        if isinstance(loads, dict):
+            signer = f"signed by {m['signer']}" if m["signer"] else "unsigned"
+            ctx.console.print(f"    {m['name']}: {signer}; loads: {loads['verdict']} ({loads['why']})")
 
 
 def exit_code(items: list[Item]) -> int:
@@ -77,10 +121,15 @@ def run_plan(ctx: Context) -> int:
         scratch.try_builds(ctx, items, quiet=o.json)
     items = [i for i in items if i.named]
     code = exit_code(items)
+    keys = statusjson.survey(ctx)
+    installed = _installed_modules(ctx, keys, items)
     if o.json:
-        doc = {"schema": SCHEMA, "version": VERSION, "kernels": [k.to_json() for k in kernels],
-               "entries": [i.to_json() for i in items], "exit": code}
+        doc = {"schema": SCHEMA, "version": VERSION,
+               "kernels": [{**k.to_json(), "signing": _signing(ctx, keys, k)} for k in kernels],
+               "entries": [{**i.to_json(), "modules": installed.get(n, [])} for n, i in enumerate(items)],
+               "exit": code}
         ctx.console.print(json.dumps(doc, indent=2))
     else:
-        _text(ctx, kernels, items)
+        # signers and loading only matter, and are only shown, where signatures are enforced
+        _text(ctx, kernels, items, keys if keys.state.enforcing else None, installed)
     return code

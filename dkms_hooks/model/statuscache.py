@@ -13,10 +13,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dkms_hooks.model import x509
 from dkms_hooks.model.confread import read_conf
 from dkms_hooks.model.context import Context
 from dkms_hooks.model.dkmsconf import BuiltModule
-from dkms_hooks.system import run
+from dkms_hooks.model.modinfo import read_module_bytes
 
 
 @dataclass(frozen=True)
@@ -29,14 +30,14 @@ class StatusConf:
 
 
 class StatusCache:
-    VERSION = 1
+    VERSION = 2
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.path = ctx.layout.hooks_state / "status-cache.json"
         self.data: dict[str, object] = {}
         #: a module file's signer, keyed on the file's path and stat (status --json)
-        self.signers: dict[str, str] = {}
+        self.signers: dict[str, dict[str, str | None] | None] = {}
         self.dirty = False
         try:
             loaded = json.loads(self.path.read_text())
@@ -95,23 +96,24 @@ class StatusCache:
         self.dirty = True
         return StatusConf(tuple(conf.modules), excluded)
 
-    def signer(self, path: Path) -> str:
-        """modinfo's signer of a module file ("" when unsigned), asked once per file version."""
+    def signature(self, path: Path) -> x509.Signer | None:
+        """Who signed a module file (None when unsigned), read once per file version."""
         try:
             st = path.stat()
         except OSError:
-            return ""
+            return None
         key = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{os.fspath(path)}"
         if key in self.signers:
-            return self.signers[key]
+            return _signer_from(self.signers[key])
         try:
-            res = run.run(["modinfo", "-F", "signer", path], stderr=run.DEVNULL)
-        except run.ToolMissing:
-            return ""
-        signer = res.stdout.strip() if res.returncode == 0 else ""
+            signer = x509.module_signer(read_module_bytes(path))
+        except (OSError, ValueError, EOFError):
+            return None
         # one entry per path: the file's older versions go
         self.signers = {k: v for k, v in self.signers.items() if k.split(":", 3)[3] != os.fspath(path)}
-        self.signers[key] = signer
+        self.signers[key] = None if signer is None else {
+            "issuer": signer.issuer, "issuer_der": signer.issuer_der.hex(), "serial": signer.serial.hex(),
+            "skid": signer.skid.hex() if signer.skid is not None else None}
         self.dirty = True
         return signer
 
@@ -128,3 +130,11 @@ class StatusCache:
             pass  # a read-only tree: no cache, same answers
 
 
+
+
+def _signer_from(saved: dict[str, str | None] | None) -> x509.Signer | None:
+    if not saved:
+        return None
+    skid = saved.get("skid")
+    return x509.Signer(saved.get("issuer") or "", bytes.fromhex(saved.get("issuer_der") or ""),
+                       bytes.fromhex(saved.get("serial") or ""), bytes.fromhex(skid) if skid is not None else None)

@@ -134,26 +134,17 @@ def _portage_setting(ctx: Context, name: str) -> str:
     return ""
 
 
-def prepare_mok(ctx: Context, values: dict[str, str], kernel: KernelTarget | None) -> tuple[str, str] | None:
-    """Upstream's prepare_mok: print the key and certificate paths, generate a pair if
-    either is missing. Returns (key, cert), or None when signing is impossible."""
-    out = ctx.console.print
+def mok_paths(ctx: Context, values: dict[str, str], kernel: KernelTarget | None) -> tuple[str, str]:
+    """The key and certificate that sign for ``kernel``, by upstream's rules and the
+    distribution's (framework.conf's mok_signing_key/mok_certificate first; Ubuntu's
+    update-secureboot-policy pair; Gentoo's MODULES_SIGN_KEY or the kernel's own key; a
+    plugin's, such as Fedora's akmods pair; else dkms's own pair in the tree), without
+    creating anything."""
     key = values.get("mok_signing_key", "")
     cert = values.get("mok_certificate", "")
     if not key:
         if ctx.distro.startswith("ubuntu"):
             key, cert = map(os.fspath, ctx.layout.ubuntu_mok)
-            if not (os.path.isfile(key) and os.path.isfile(cert)):
-                tool = run.which("update-secureboot-policy", ctx.env)
-                if not tool:
-                    out("Binary update-secureboot-policy not found, modules won't be signed")
-                    return None
-                if os.path.isfile(cert):
-                    os.unlink(cert)
-                out("Certificate or key are missing, generating them using update-secureboot-policy...")
-                run.run([tool, "--new-key"], env={**ctx.env, "SHIM_NOTRIGGER": "y"},
-                        stdout=run.DEVNULL, stderr=run.DEVNULL)
-                run.run([tool, "--enroll-key"], stdout=None)
         elif ctx.distro.startswith("gentoo"):
             key = ctx.env.get("MODULES_SIGN_KEY", "") or _portage_setting(ctx, "MODULES_SIGN_KEY")
             cert = ctx.env.get("MODULES_SIGN_CERT", "") or _portage_setting(ctx, "MODULES_SIGN_CERT")
@@ -166,11 +157,27 @@ def prepare_mok(ctx: Context, values: dict[str, str], kernel: KernelTarget | Non
         pair = ctx.signing_key(kernel.kver)
         if pair is not None:
             key, cert = pair
-    if not key:
-        key = os.fspath(ctx.layout.mok_key)
+    return key or os.fspath(ctx.layout.mok_key), cert or os.fspath(ctx.layout.mok_cert)
+
+
+def prepare_mok(ctx: Context, values: dict[str, str], kernel: KernelTarget | None) -> tuple[str, str] | None:
+    """Upstream's prepare_mok: print the key and certificate paths, generate a pair if
+    either is missing. Returns (key, cert), or None when signing is impossible."""
+    out = ctx.console.print
+    key, cert = mok_paths(ctx, values, kernel)
+    ubuntu_default = not values.get("mok_signing_key", "") and ctx.distro.startswith("ubuntu")
+    if ubuntu_default and not (os.path.isfile(key) and os.path.isfile(cert)):
+        tool = run.which("update-secureboot-policy", ctx.env)
+        if not tool:
+            out("Binary update-secureboot-policy not found, modules won't be signed")
+            return None
+        if os.path.isfile(cert):
+            os.unlink(cert)
+        out("Certificate or key are missing, generating them using update-secureboot-policy...")
+        run.run([tool, "--new-key"], env={**ctx.env, "SHIM_NOTRIGGER": "y"},
+                stdout=run.DEVNULL, stderr=run.DEVNULL)
+        run.run([tool, "--enroll-key"], stdout=None)
     out(f"Signing key: {key}")
-    if not cert:
-        cert = os.fspath(ctx.layout.mok_cert)
     out(f"Public certificate (MOK): {cert}")
     # kernels built side by side must not generate two pairs and keep half of each
     with _GENERATING:
@@ -191,7 +198,12 @@ def prepare_mok(ctx: Context, values: dict[str, str], kernel: KernelTarget | Non
 
 def generate_pair(ctx: Context, key: Path, cert: Path) -> None:
     """A self-signed RSA-2048 code-signing certificate valid for 100 years, written to
-    temporary names and renamed, so a crash never leaves half a key."""
+    temporary names and renamed, so a crash never leaves half a key.
+
+    It is a CA whose only key usage is keyCertSign: kernels built with
+    CONFIG_INTEGRITY_CA_MACHINE_KEYRING let a MOK into the .machine keyring (the one module
+    signatures are checked against) only then, and with ..._MAX only without
+    digitalSignature; other kernels look at neither, nor does module verification."""
     # Only the default location, inside the dkms tree, is created; a configured path
     # whose directory is missing is an error to report, not a directory to invent.
     for p in (key, cert):
@@ -212,6 +224,8 @@ def generate_pair(ctx: Context, key: Path, cert: Path) -> None:
                 "openssl", "req", "-new", "-x509", "-nodes", "-days", "36500",
                 "-subj", "/CN=DKMS module signing key",
                 "-newkey", "rsa:2048", "-keyout", tmp_key,
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign",
                 "-addext", "extendedKeyUsage=codeSigning",
                 "-outform", "DER", "-out", tmp_cert,
             ],

@@ -17,7 +17,7 @@ from dkms_hooks.model.context import Context
 from dkms_hooks.model.events import CHANGES, Event, Source, merge
 from dkms_hooks.model.jobs import Job, Outcome, Record
 from dkms_hooks.model.kernel import version_sort_key
-from dkms_hooks.ops import add, buildrecord, depmod, maybe, signing
+from dkms_hooks.ops import add, buildrecord, depmod, maybe, secureboot, signing
 from dkms_hooks.ops.buildrecord import keep_failed_log
 from dkms_hooks.system import progress
 from dkms_hooks.system.console import BufferConsole
@@ -38,6 +38,8 @@ _FROM = {"cache": "from this host's build cache", "registry": "from the fleet's 
 class Transaction:
     records: list[Record] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: what needs the user before the reboot (Secure Boot will refuse the modules)
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, record: Record) -> None:
         self.records.append(record)
@@ -365,6 +367,7 @@ class Engine:
                 self.tx.notes.append(f"kernel {kver}: depmod failed with exit {rc}")
         if not self.initramfs_follows:
             self._initramfs()
+        self.tx.warnings.extend(secureboot.warnings_for(ctx, ctx.tx.signed_with))
         self._summary()
         return 1 if self.tx.failed_critical else 0
 
@@ -401,7 +404,7 @@ class Engine:
         records = self.tx.records
         out("")
         out("dkms-hooks summary:")
-        if not records and not self.tx.notes:
+        if not records and not self.tx.notes and not self.tx.warnings:
             out("  nothing to do")
         colour = progress.colour_enabled(self.ctx.console.out, self.ctx.env)
         for r in records:
@@ -422,6 +425,8 @@ class Engine:
             out(line)
         for note in self.tx.notes:
             out(f"  note: {note}")
+        for warning in self.tx.warnings:
+            out(f"  warning: {warning}")
         for r in self.tx.failed_critical:
             self.ctx.console.error(f"critical module {r.module}/{r.version} failed for kernel {r.kver}.")
 
