@@ -13,22 +13,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from system.qemu_helpers import (
-    _KVM_BROKEN,
-    QEMU,
-    Boot,
-    _kvm_failed,
-    kvm_usable,
-    missing_for_boot,
-    plain_module,
-)
+from system.qemu_helpers import QEMU, Boot, kvm_failed, kvm_usable, missing_for_boot, plain_module, run_qemu
 
 OVMF_DIR = Path("/usr/share/OVMF")
 # the 4M Secure Boot build (needs SMM) and its template with Microsoft's KEK and db enrolled
@@ -43,8 +33,6 @@ GRUB_CFG_DIR = "EFI/debian"
 # shim's own vendor GUID, the owner it gives the entries it writes to MokList
 SHIM_OWNER_GUID = "605dab50-e046-4300-abb6-3dd810dd8b23"
 
-# the firmware's screen handling; qemu_helpers' pattern misses the `ESC [=3h` mode sets
-_TERMINAL_CODES = re.compile(r"\x1b(?:\[[0-9;?=]*[A-Za-z]|c|[()][0-9A-Za-z])")
 _MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}  # our image's geometry is not a floppy's
 # a KVM without SMM (seen nested) may run plain boots but never this firmware, so a failure here is
 # kept apart from qemu_helpers' verdict (which this module still honours)
@@ -156,9 +144,9 @@ def secure_vars(workdir: Path, mok_der: Path | None) -> Path:
     return out
 
 
-def _run_qemu(esp: Path, vars_fd: Path, log: Path, accel: str, timeout: float) -> Boot:
-    argv = [
-        QEMU, "-accel", accel, "-m", "1024", "-smp", "1",
+def _qemu_argv(esp: Path, vars_fd: Path) -> list[str]:
+    return [
+        QEMU, "-m", "1024", "-smp", "1",
         # the Secure Boot build of OVMF keeps its variables behind SMM: without SMM it hangs
         # before printing anything; a secure flash lets only SMM write the variables, as on
         # real hardware, so the guest cannot turn Secure Boot off behind the firmware's back
@@ -169,20 +157,6 @@ def _run_qemu(esp: Path, vars_fd: Path, log: Path, accel: str, timeout: float) -
         "-drive", f"if=none,id=esp,format=raw,readonly=on,file={esp}", "-device", "virtio-blk-pci,drive=esp",
         "-nographic", "-no-reboot", "-nic", "none",
     ]  # fmt: skip
-    start = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            while proc.poll() is None and time.monotonic() - start < timeout:
-                if accel == "kvm" and any(s.encode() in log.read_bytes() for s in _KVM_BROKEN):
-                    break
-                time.sleep(0.2)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            rc = proc.wait()
-    text = _TERMINAL_CODES.sub("", log.read_bytes().decode(errors="replace").replace("\r", ""))
-    return Boot(text, log, accel, time.monotonic() - start, rc)
 
 
 def efi_boot(
@@ -205,12 +179,12 @@ def efi_boot(
 
     def attempt(accel: str) -> Boot:
         # each attempt from the template: a boot writes boot entries and SbatLevel
-        return _run_qemu(esp, secure_vars(workdir, mok_der), log, accel, timeout)
+        return run_qemu(_qemu_argv(esp, secure_vars(workdir, mok_der)), log, accel, timeout)
 
     forced = os.environ.get("DKMS_HOOKS_TEST_ACCEL", "")
     if forced:
         return attempt(forced)
-    if kvm_usable() and not _kvm_failed and not _efi_kvm_failed:
+    if kvm_usable() and not kvm_failed and not _efi_kvm_failed:
         result = attempt("kvm")
         if result.finished:
             return result

@@ -19,14 +19,14 @@ QEMU = "qemu-system-x86_64"
 BUSYBOX = Path("/usr/bin/busybox")
 DONE = "=== INIT DONE"
 # what the firmware sends to clear the terminal, noise in a log read by people
-_TERMINAL_CODES = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z]|c)")
+_TERMINAL_CODES = re.compile(r"\x1b(?:\[[0-9;?=]*[A-Za-z]|c|[()][0-9A-Za-z])")
 
 _KVM_GET_API_VERSION = 0xAE00
 _KVM_API_VERSION = 12
 # Seen on nested hosts where /dev/kvm opens fine but cannot run the guest
-_KVM_BROKEN = ("KVM internal error", "failed to set MSR", "kvm run failed")
+KVM_BROKEN = ("KVM internal error", "failed to set MSR", "kvm run failed")
 # once a KVM guest failed, later boots of the session go straight to TCG
-_kvm_failed: list[Path] = []
+kvm_failed: list[Path] = []
 
 _PRELUDE = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -168,19 +168,17 @@ def section(name: str, command: str) -> str:
     return f'echo "=== BEGIN {name}"\n{command}\necho "=== END {name}"\n'
 
 
-def _run_qemu(kernel: Path, initrd: Path, log: Path, append: str, accel: str, timeout: float) -> Boot:
-    argv = [
-        QEMU, "-accel", accel, "-m", "512", "-smp", "1", "-nographic", "-no-reboot", "-nic", "none",
-        "-kernel", str(kernel), "-initrd", str(initrd),
-        "-append", f"console=ttyS0 panic=-1 quiet {append}".strip(),
-    ]  # fmt: skip
+def run_qemu(argv: list[str], log: Path, accel: str, timeout: float) -> Boot:
+    """Run qemu (``argv`` without ``-accel``) with its serial console on stdout, saved to
+    ``log``, until it powers off or ``timeout`` passes."""
+    argv = [argv[0], "-accel", accel, *argv[1:]]
     start = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         try:
             # poll the log, so a guest that can never finish (broken KVM) is stopped at once
             while proc.poll() is None and time.monotonic() - start < timeout:
-                if accel == "kvm" and any(s.encode() in log.read_bytes() for s in _KVM_BROKEN):
+                if accel == "kvm" and any(s.encode() in log.read_bytes() for s in KVM_BROKEN):
                     break
                 time.sleep(0.2)
         finally:
@@ -191,6 +189,15 @@ def _run_qemu(kernel: Path, initrd: Path, log: Path, append: str, accel: str, ti
     return Boot(text, log, accel, time.monotonic() - start, rc)
 
 
+def _run_qemu(kernel: Path, initrd: Path, log: Path, append: str, accel: str, timeout: float) -> Boot:
+    argv = [
+        QEMU, "-m", "512", "-smp", "1", "-nographic", "-no-reboot", "-nic", "none",
+        "-kernel", str(kernel), "-initrd", str(initrd),
+        "-append", f"console=ttyS0 panic=-1 quiet {append}".strip(),
+    ]  # fmt: skip
+    return run_qemu(argv, log, accel, timeout)
+
+
 def boot(kernel: Path, initrd: Path, log: Path, *, append: str = "", timeout: float = 300) -> Boot:
     """Boot ``kernel`` with ``initrd`` on a serial console saved to ``log``: with KVM when
     /dev/kvm works, else (or when the KVM guest does not get to the end) with TCG.
@@ -198,9 +205,9 @@ def boot(kernel: Path, initrd: Path, log: Path, *, append: str = "", timeout: fl
     forced = os.environ.get("DKMS_HOOKS_TEST_ACCEL", "")
     if forced:
         return _run_qemu(kernel, initrd, log, append, forced, timeout)
-    if kvm_usable() and not _kvm_failed:
+    if kvm_usable() and not kvm_failed:
         result = _run_qemu(kernel, initrd, log, append, "kvm", timeout)
         if result.finished:
             return result
-        _kvm_failed.append(log.rename(log.with_suffix(".kvm" + log.suffix)))
+        kvm_failed.append(log.rename(log.with_suffix(".kvm" + log.suffix)))
     return _run_qemu(kernel, initrd, log, append, "tcg", timeout)
