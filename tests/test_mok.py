@@ -144,6 +144,43 @@ def test_a_pem_certificate_is_enrolled_as_der_and_failures_are_reported(sandbox:
     assert "not a certificate" in sandbox.dkms("mok", "status", check=True).stdout
 
 
+def _pair(directory: Path, key: str, cert: str, *extensions: str) -> Path:
+    (directory / key).parent.mkdir(parents=True, exist_ok=True)
+    (directory / cert).parent.mkdir(parents=True, exist_ok=True)
+    ext = [a for e in extensions for a in ("-addext", e)]
+    subprocess.run(["openssl", "req", "-new", "-x509", "-nodes", "-days", "30", "-subj", f"/CN={Path(cert).name}", "-newkey",
+                    "rsa:2048", "-keyout", str(directory / key), "-outform", "DER", "-out", str(directory / cert),
+                    *ext], check=True, capture_output=True)
+    return directory / cert
+
+
+@pytest.mark.parametrize("distro", ["fedora", "ubuntu", "debian"])
+def test_each_distribution_s_key_and_kernels_that_refuse_it(sandbox: Sandbox, distro: str) -> None:
+    (sandbox.root / "etc/os-release").write_text(f"ID={distro}\n")
+    root = sandbox.root
+    # upstream's shape of certificate (codeSigning only) at each distribution's place
+    if distro == "fedora":
+        cert = _pair(root, "etc/pki/akmods/private/private_key.priv", "etc/pki/akmods/certs/public_key.der",
+                     "extendedKeyUsage=codeSigning")
+    elif distro == "ubuntu":
+        cert = _pair(root, "var/lib/shim-signed/mok/MOK.priv", "var/lib/shim-signed/mok/MOK.der",
+                     "extendedKeyUsage=codeSigning")
+    else:
+        cert = _pair(sandbox.dkms_tree, "mok.key", "mok.pub", "extendedKeyUsage=codeSigning")
+    # a kernel without headers, built with the CA rule for its machine keyring, and one without
+    for kver, config in (("7.0.0-ca", "CONFIG_INTEGRITY_MACHINE_KEYRING=y\nCONFIG_INTEGRITY_CA_MACHINE_KEYRING=y\n"),
+                         ("6.1.0-plain", "CONFIG_INTEGRITY_MACHINE_KEYRING=y\n")):
+        (sandbox.install_tree / kver).mkdir(parents=True)
+        (root / f"boot/config-{kver}").write_text(config)
+    res = sandbox.dkms("mok", "status", check=True)
+    assert f"Signing certificate: {cert}\n" in res.stdout, res.stdout
+    assert ("  kernel 7.0.0-ca: refuses it: kernels built with CONFIG_INTEGRITY_CA_MACHINE_KEYRING keep it out of "
+            ".machine: its keyUsage lacks keyCertSign\n") in res.stdout
+    assert "  kernel 6.1.0-plain: accepts it\n" in res.stdout
+    kernels = mok_json(sandbox)["certificate"]["kernels"]
+    assert [(k["kernel"], k["accepts"]) for k in kernels] == [("7.0.0-ca", False), ("6.1.0-plain", True)]
+
+
 def test_bad_mok_commands(sandbox: Sandbox) -> None:
     for args, message in ((("mok",), "No mok action given."), (("mok", "frob"), "Unknown mok action: 'frob'."),
                           (("mok", "enroll", "--json"), "does not support --json"),
@@ -194,6 +231,13 @@ def test_install_status_plan_and_events_say_whether_modules_will_load(sandbox: S
     assert f"  signing with {cert}: new builds load: no (its certificate is not enrolled)\n" in res.stdout
     assert (f"    {MODULE}: signed by DKMS module signing key; loads: no (its certificate is not enrolled)\n"
             in res.stdout)
+
+    # an event's summary says it too; the transaction succeeds all the same
+    sandbox.dkms("unbuild", f"{MODULE}/1.0", "-k", k, check=True)
+    res = sandbox.event("apt", "headers-postinst", k)
+    assert res.returncode == 0 and f"  installed  {MODULE}/1.0, {k} (" in res.stdout, res.output
+    assert (f"  warning: Secure Boot is on, and the certificate that signed the modules built for {k} ({cert}) "
+            "is not enrolled: they will not load. Enrol it with dkms mok enroll") in res.stdout
 
     log = mokutil_on_path(sandbox, tmp_path)
     sandbox.dkms("mok", "enroll", check=True)

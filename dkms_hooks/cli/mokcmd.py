@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dkms_hooks.model import x509
 from dkms_hooks.model.context import Context
-from dkms_hooks.model.kernel import KernelTarget, version_sort_key
+from dkms_hooks.model.kernel import KConfig, version_sort_key
 from dkms_hooks.model.secureboot import Trust, machine_keyring_refusal
 from dkms_hooks.ops import secureboot, signing
 from dkms_hooks.system import run
@@ -30,17 +30,24 @@ _TRUST_TEXT = {
 }
 
 
-def _kernels(ctx: Context) -> list[KernelTarget]:
-    """The kernels asked for with -k, else every kernel with a config in the install tree."""
+def _kernels(ctx: Context, running: str) -> list[tuple[str, KConfig]]:
+    """The kernels asked for with -k, else every kernel in the install tree and the running
+    one, each with its configuration (those without one are left out)."""
     arch = ctx.options.arches[0] if ctx.options.arches else os.uname().machine
-    names = list(ctx.options.kernels)
+    names = set(ctx.options.kernels)
     if not names:
         try:
-            names = [p.name for p in ctx.layout.install_tree.iterdir() if p.is_dir()]
+            names = {p.name for p in ctx.layout.install_tree.iterdir() if p.is_dir()}
         except OSError:
-            names = []
-    kernels = [ctx.kernel(k, arch) for k in sorted(names, key=version_sort_key, reverse=True)]
-    return [k for k in kernels if k.config.is_file()]
+            names = set()
+        if running:
+            names.add(running)
+    out = []
+    for k in sorted(names, key=version_sort_key, reverse=True):
+        kconfig = secureboot.kernel_config(ctx, ctx.kernel(k, arch))
+        if kconfig is not None:
+            out.append((k, kconfig))
+    return out
 
 
 def _describe(cert: x509.Certificate) -> dict[str, object]:
@@ -78,9 +85,9 @@ def document(ctx: Context) -> dict[str, object]:
         doc["certificate"] = {"path": os.fspath(path), "present": path.is_file(), "valid": False}
         return doc
     kernels = []
-    for k in _kernels(ctx):
-        refused = machine_keyring_refusal(cert, k.kconfig())
-        kernels.append({"kernel": k.kver, "accepts": refused is None, "why": refused})
+    for kver, kconfig in _kernels(ctx, state.running):
+        refused = machine_keyring_refusal(cert, kconfig)
+        kernels.append({"kernel": kver, "accepts": refused is None, "why": refused})
     keyring = state.in_kernel(cert)
     doc["certificate"] = {"path": os.fspath(path), "present": True, "valid": True, **_describe(cert),
                           "trust": state.trust(cert).value, "kernel_keyring": keyring, "kernels": kernels}

@@ -112,14 +112,15 @@ def setup_kernels(ctx: Context, action: str) -> Context:
             k, _, a = ka.rpartition("/")
             kernels.append(k)
             arches.append(a)
-    if action != "status":
+    # status and mok status look at every kernel unless given some
+    if action not in ("status", "mok"):
         if not kernels and not o.all:
             kernels.append(os.uname().release)
         if not arches:
             arches.append(_default_arch(ctx, kernels))
     if len(arches) == 1 and len(kernels) > 1:
         arches += [arches[0]] * (len(kernels) - 1)
-    if action != "status":
+    if action not in ("status", "mok"):
         for i, k in enumerate(kernels):
             if not k:
                 raise DkmsError(16, f"Empty kernelver[{i}]")

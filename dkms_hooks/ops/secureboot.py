@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dkms_hooks.model import modinfo, x509
 from dkms_hooks.model.context import Context
-from dkms_hooks.model.kernel import KernelTarget
+from dkms_hooks.model.kernel import KConfig, KernelTarget, read_kconfig
 from dkms_hooks.model.secureboot import State, Trust, Verdict, machine_keyring_refusal, read_state, will_load
 from dkms_hooks.ops import signing
 
@@ -19,6 +19,15 @@ def signing_pair(ctx: Context, kernel: KernelTarget | None) -> tuple[Path, Path]
     """The key and certificate that sign (or will sign) modules for ``kernel``."""
     key, cert = signing.mok_paths(ctx, signing.read_signing_settings(ctx, kernel), kernel)
     return Path(key), Path(cert)
+
+
+def kernel_config(ctx: Context, kernel: KernelTarget) -> KConfig | None:
+    """The kernel's configuration: its headers', else the one installed beside its image in
+    /boot (a kernel without headers: the running one, often); None when neither is there."""
+    for path in (kernel.config, ctx.layout.sysroot / f"boot/config-{kernel.kver}"):
+        if path.is_file():
+            return read_kconfig(path)
+    return None
 
 
 def load_certificate(path: Path) -> x509.Certificate | None:
@@ -72,6 +81,13 @@ def warnings_for(ctx: Context, signed: dict[str, set[str]]) -> list[str]:
     enrolled nor pending, or a kernel will keep it out of its trusted keyring."""
     if not signed:
         return []
+    try:
+        return _warnings(ctx, signed)
+    except (OSError, ValueError):
+        return []  # a warning that cannot be worked out must not fail the transaction
+
+
+def _warnings(ctx: Context, signed: dict[str, set[str]]) -> list[str]:
     state = read_state(ctx.layout)
     if not state.secure_boot:
         return []
@@ -92,7 +108,8 @@ def warnings_for(ctx: Context, signed: dict[str, set[str]]) -> list[str]:
                        "confirm it in MokManager at the next boot, or they will not load.")
         for target in sorted(kernels):
             kver, _, arch = target.partition("/")
-            refused = machine_keyring_refusal(cert, ctx.kernel(kver, arch).kconfig())
+            kconfig = kernel_config(ctx, ctx.kernel(kver, arch))
+            refused = machine_keyring_refusal(cert, kconfig) if kconfig is not None else None
             if refused:
                 out.append(f"the certificate {path} will not let modules load in {kver}: {refused}. Move the "
                            "pair away (the next signed build makes one kernels accept) and enrol the new one.")

@@ -153,8 +153,9 @@ def mok_paths(ctx: Context, values: dict[str, str], kernel: KernelTarget | None)
                 if configured:
                     key = os.path.realpath(os.path.join(kernel.source_dir, configured))
                     cert = key
-    if not key and kernel is not None:
-        pair = ctx.signing_key(kernel.kver)
+    if not key:
+        # without a kernel (generate_mok, mok status) the distribution's pair still counts
+        pair = ctx.signing_key(kernel.kver if kernel is not None else "")
         if pair is not None:
             key, cert = pair
     return key or os.fspath(ctx.layout.mok_key), cert or os.fspath(ctx.layout.mok_cert)
