@@ -262,5 +262,7 @@ def test_install_status_plan_and_events_say_whether_modules_will_load(sandbox: S
     # an unsigned build where signatures are enforced will not load
     (sandbox.etc / "framework.conf").write_text("try_sign_modules=false\n")
     sandbox.dkms("unbuild", f"{MODULE}/1.0", "-k", k, check=True)
-    sandbox.dkms("install", f"{MODULE}/1.0", "-k", k, check=True)
+    res = sandbox.dkms("install", f"{MODULE}/1.0", "-k", k, check=True)
+    assert (f"Warning: Secure Boot is on, and the modules built for {k} are not signed: they will not load."
+            in res.stderr)
     assert _loads(sandbox, k)["loads"] == {"verdict": "no", "why": "unsigned, and module signatures are enforced"}

@@ -102,8 +102,9 @@ class TxState:
     conf_memo: dict[tuple[object, ...], dkmsconf.ModuleConf] | None = None
     #: kbuild's compiler probes answered once, shared by the builds for a kernel
     cc_probes: ProbeAnswers | None = None
-    #: the certificates that signed modules in this run, and for which kernels ("kver/arch"):
-    #: the warning before the reboot when Secure Boot will refuse them
+    #: the certificates that signed modules in this run ("" for modules left unsigned), and
+    #: for which kernels ("kver/arch"): the warning before the reboot when Secure Boot will
+    #: refuse them
     signed_with: dict[str, set[str]] = field(default_factory=dict)
 
     def note_change(self, kver: str, names: list[str], *, remake_initrd: bool = False) -> None:

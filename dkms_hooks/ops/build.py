@@ -327,6 +327,8 @@ def _make_and_place(ctx: Context, op: journal.Operation, conf: ModuleConf, kerne
         if sign is not None and sign.enabled and not (hit is not None and hit.signed):
             signing.sign_module(ctx, sign, built)
             ctx.tx.signed_with.setdefault(sign.cert, set()).add(f"{kver}/{arch}")
+        elif hit is None or not hit.signed:
+            ctx.tx.signed_with.setdefault("", set()).add(f"{kver}/{arch}")
     if found is not None and found.key and hit is None and len(ready) == len(wanted):
         cachestep.share(ctx, found, sign, {"module": module, "version": version, "kernel": kver, "arch": arch},
                         [Built(m.built_path, p) for m, p in ready], symvers if symvers.is_file() else None, build_log)

@@ -77,8 +77,9 @@ def enrol_command(cert: Path) -> str:
 
 def warnings_for(ctx: Context, signed: dict[str, set[str]]) -> list[str]:
     """What to tell the user before the reboot about the certificates that signed modules in
-    this run (certificate path -> kernels): Secure Boot is on and a certificate is neither
-    enrolled nor pending, or a kernel will keep it out of its trusted keyring."""
+    this run (certificate path, "" for none -> kernels): Secure Boot is on and modules are
+    unsigned, or their certificate is neither enrolled nor pending, or a kernel will keep it
+    out of its trusted keyring."""
     if not signed:
         return []
     try:
@@ -93,10 +94,14 @@ def _warnings(ctx: Context, signed: dict[str, set[str]]) -> list[str]:
         return []
     out = []
     for path, kernels in sorted(signed.items()):
+        where = ", ".join(sorted(k.split("/", 1)[0] for k in kernels))
+        if not path:
+            out.append(f"Secure Boot is on, and the modules built for {where} are not signed: they will not load. "
+                       "See why above (try_sign_modules, sign_file, the key and certificate).")
+            continue
         cert = load_certificate(Path(path))
         if cert is None:
             continue
-        where = ", ".join(sorted(k.split("/", 1)[0] for k in kernels))
         trust = state.trust(cert)
         if trust is Trust.untrusted:
             out.append(f"Secure Boot is on, and the certificate that signed the modules built for {where} "

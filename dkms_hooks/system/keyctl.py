@@ -8,8 +8,8 @@ import sys
 
 _KEYCTL_READ = 11
 #: keyctl's system call number per machine (asm/unistd.h)
-_SYSCALL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "loongarch64": 219, "ppc64le": 283,
-            "ppc64": 283, "s390x": 280, "i686": 288, "i386": 288, "armv7l": 311}
+_SYSCALL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "loongarch64": 219, "ppc64le": 271,
+            "ppc64": 271, "s390x": 280, "i686": 288, "i386": 288, "armv7l": 311}
 
 
 def members(keyring: int) -> list[int] | None:
