@@ -7,7 +7,6 @@ will be after the next boot (pending in MokNew)."""
 from __future__ import annotations
 
 import struct
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,8 @@ from dkms_hooks.system.compat import StrEnum
 
 EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 SHIM_LOCK = "605dab50-e046-4300-abb6-3dd810dd8b23"
-#: EFI_CERT_X509_GUID, as it is laid out in a signature list
-_X509 = uuid.UUID("a5c059a1-94e4-4aa7-87b5-ab155c2bf072").bytes_le
+#: EFI_CERT_X509_GUID (a5c059a1-94e4-4aa7-87b5-ab155c2bf072), as a signature list lays it out
+_X509 = b'\xa1Y\xc0\xa5\xe4\x94\xa7J\x87\xb5\xab\x15\\+\xf0r'
 
 
 def signature_list_certs(data: bytes) -> list[bytes]:

@@ -3,7 +3,7 @@ holds is not in /proc/keys, and keyutils' keyctl(1) is rarely installed."""
 
 from __future__ import annotations
 
-import platform
+import os
 import sys
 
 _KEYCTL_READ = 11
@@ -15,7 +15,7 @@ _SYSCALL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "loongarch64": 219, "
 def members(keyring: int) -> list[int] | None:
     """The serials of the keys ``keyring`` links to, or None when the kernel does not let us
     read it (or this machine's call number is not known)."""
-    number = _SYSCALL.get(platform.machine())
+    number = _SYSCALL.get(os.uname().machine)
     if number is None:
         return None
     import ctypes  # lazy: only when the keyrings are asked about

@@ -17,7 +17,7 @@ from dkms_hooks.model.context import Context
 from dkms_hooks.model.events import CHANGES, Event, Source, merge
 from dkms_hooks.model.jobs import Job, Outcome, Record
 from dkms_hooks.model.kernel import version_sort_key
-from dkms_hooks.ops import add, buildrecord, depmod, maybe, secureboot, signing
+from dkms_hooks.ops import add, buildrecord, depmod, maybe, signing
 from dkms_hooks.ops.buildrecord import keep_failed_log
 from dkms_hooks.system import progress
 from dkms_hooks.system.console import BufferConsole
@@ -367,7 +367,10 @@ class Engine:
                 self.tx.notes.append(f"kernel {kver}: depmod failed with exit {rc}")
         if not self.initramfs_follows:
             self._initramfs()
-        self.tx.warnings.extend(secureboot.warnings_for(ctx, ctx.tx.signed_with))
+        if ctx.tx.signed_with:
+            from dkms_hooks.ops import secureboot  # lazy: only once something was built
+
+            self.tx.warnings.extend(secureboot.warnings_for(ctx, ctx.tx.signed_with))
         self._summary()
         return 1 if self.tx.failed_critical else 0
 
