@@ -216,8 +216,11 @@ def test_install_status_plan_and_events_say_whether_modules_will_load(sandbox: S
     sandbox.add_source(EXAMPLE)
     secure_boot_on(sandbox)
     sandbox.dkms("add", f"{MODULE}/1.0", check=True)
-    res = sandbox.dkms("install", f"{MODULE}/1.0", "-k", k, check=True)
     cert = sandbox.dkms_tree / "mok.pub"
+    res = sandbox.dkms("plan", "-k", k, check=True)
+    assert (f"  signing with {cert}: new builds load: no (its certificate is made by the first signed build, "
+            "not enrolled then)\n") in res.stdout
+    res = sandbox.dkms("install", f"{MODULE}/1.0", "-k", k, check=True)
     assert (f"Warning: Secure Boot is on, and the certificate that signed the modules built for {k} ({cert}) "
             "is not enrolled: they will not load. Enrol it with dkms mok enroll "
             f"(that is: mokutil --import {cert}), then confirm it in MokManager at the next boot.\n") in res.stderr
@@ -266,3 +269,11 @@ def test_install_status_plan_and_events_say_whether_modules_will_load(sandbox: S
     assert (f"Warning: Secure Boot is on, and the modules built for {k} are not signed: they will not load."
             in res.stderr)
     assert _loads(sandbox, k)["loads"] == {"verdict": "no", "why": "unsigned, and module signatures are enforced"}
+    # and plan says what a build would do: leave them unsigned, and why
+    plan = json.loads(sandbox.dkms("plan", "-k", k, "--json", check=True).stdout)
+    assert plan["kernels"][0]["signing"] == {
+        "certificate": str(cert), "present": True, "unsigned": "Module signing is disabled by policy",
+        "trust": "trusted", "loads": {"verdict": "no", "why": "unsigned, and module signatures are enforced"}}
+    res = sandbox.dkms("plan", "-k", k, check=True)
+    assert ("  new builds are not signed (Module signing is disabled by policy): they load: no (unsigned, and "
+            "module signatures are enforced)\n") in res.stdout

@@ -42,7 +42,7 @@ def test_a_kernel_without_headers_writes_nothing(sandbox: Sandbox) -> None:
     assert doc["kernels"] == [{"kernel": NO_HEADERS, "arch": "x86_64", "headers": None,
                                "headers_package": f"linux-headers-{NO_HEADERS}",
                                "signing": {"certificate": str(sandbox.dkms_tree / "mok.pub"), "present": False,
-                                           "trust": None, "loads": None}}]
+                                           "unsigned": None, "trust": None, "loads": None}}]
     assert _verdicts(doc) == {
         ("manual", NO_HEADERS): ("blocked", ["no-headers"]),
         ("needy", NO_HEADERS): ("blocked", ["no-headers"]),

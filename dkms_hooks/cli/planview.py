@@ -4,12 +4,15 @@ exit code, from the items transaction/plan.py works out."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from dkms_hooks.cli import statusjson
 from dkms_hooks.model import tree
 from dkms_hooks.model.context import Context
+from dkms_hooks.model.secureboot import Load
+from dkms_hooks.model.secureboot import Verdict as LoadVerdict
 from dkms_hooks.model.statuscache import StatusCache
-from dkms_hooks.ops import secureboot
+from dkms_hooks.ops import secureboot, signing
 from dkms_hooks.ops.secureboot import Survey
 from dkms_hooks.system import progress
 from dkms_hooks.system.errors import DkmsError
@@ -41,7 +44,10 @@ def _text(ctx: Context, kernels: list[KernelInfo], items: list[Item], keys: Surv
             sign = _signing(ctx, keys, k)
             loads = sign["loads"]
             verdict = f"{loads['verdict']} ({loads['why']})" if isinstance(loads, dict) else "unknown"
-            out(f"  signing with {sign['certificate']}: new builds load: {verdict}")
+            if sign["unsigned"]:
+                out(f"  new builds are not signed ({sign['unsigned']}): they load: {verdict}")
+            else:
+                out(f"  signing with {sign['certificate']}: new builds load: {verdict}")
         mine = [(n, i) for n, i in enumerate(items) if (i.kernel, i.arch) == (k.kernel, k.arch)]
         if not mine:
             out("  no modules")
@@ -68,15 +74,33 @@ def _text(ctx: Context, kernels: list[KernelInfo], items: list[Item], keys: Surv
 
 
 def _signing(ctx: Context, keys: Survey, k: KernelInfo) -> dict[str, object]:
-    """The certificate that signs this kernel's new builds, and whether they will load."""
+    """The certificate that signs this kernel's new builds (or why they go unsigned), and
+    whether they will load: what a build would do, by the rules it signs by."""
     kernel = ctx.kernel(k.kernel, k.arch)
-    path = secureboot.signing_pair(ctx, kernel)[1]
+    values = signing.read_signing_settings(ctx, kernel)
+    path = Path(signing.mok_paths(ctx, values, kernel)[1])
+    doc: dict[str, object] = {"certificate": str(path), "present": path.is_file(), "unsigned": None,
+                              "trust": None, "loads": None}
     cert = secureboot.load_certificate(path)
-    if cert is None:
-        return {"certificate": str(path), "present": path.is_file(), "trust": None, "loads": None}
-    verdict = keys.judge(cert.as_signer(), kernel) if kernel.config.is_file() else None
-    return {"certificate": str(path), "present": True, "trust": keys.state.trust(cert).value,
-            "loads": None if verdict is None else {"verdict": verdict.load.value, "why": verdict.why}}
+    if cert is not None:
+        doc["trust"] = keys.state.trust(cert).value
+    if not kernel.config.is_file():
+        return doc  # no headers: nothing is built for it
+    unsigned = signing.unsigned_because(ctx, kernel, values)
+    if unsigned is None:
+        sign_file, runnable = signing.sign_file_for(ctx, kernel, values)
+        unsigned = None if runnable else f"Binary {sign_file} not found"
+    if unsigned is not None:
+        doc["unsigned"] = unsigned
+        verdict = keys.judge(None, kernel)
+    elif cert is None:
+        verdict = keys.judge(None, kernel)
+        if verdict.load is Load.no:  # refused for want of a signature: the first build makes the pair
+            verdict = LoadVerdict(Load.no, "its certificate is made by the first signed build, not enrolled then")
+    else:
+        verdict = keys.judge(cert.as_signer(), kernel)
+    doc["loads"] = {"verdict": verdict.load.value, "why": verdict.why}
+    return doc
 
 
 def _installed_modules(ctx: Context, keys: Survey, items: list[Item]) -> dict[int, list[dict[str, object]]]:

@@ -75,28 +75,39 @@ def check_headers(ctx: Context, kernel: KernelTarget) -> None:
     )
 
 
+def unsigned_because(ctx: Context, kernel: KernelTarget, values: dict[str, str]) -> str | None:
+    """Why modules built for ``kernel`` will not be signed, in upstream's words, or None when
+    they will be (if sign-file and the key are there). ``dkms plan`` asks it too, so that what
+    it says of new builds is what a build does."""
+    try_sign = values.get("try_sign_modules", "")
+    if try_sign == "false":
+        return "Module signing is disabled by policy"
+    if try_sign != "true" and running_in_chroot(ctx.env):
+        return "Running in chroot"
+    if not kernel.config.is_file():
+        return f"Kernel config {kernel.config} not found"
+    if kernel.sig_hash() is None:
+        return "The kernel is built without module signing facility"
+    return None
+
+
+def sign_file_for(ctx: Context, kernel: KernelTarget, values: dict[str, str]) -> tuple[str, bool]:
+    """The sign-file command for ``kernel``, and whether it is there to run."""
+    sign_file = values.get("sign_file", "") or default_sign_file(ctx, kernel)
+    return sign_file, os.path.isfile(sign_file) and os.access(sign_file, os.X_OK)
+
+
 def prepare_signing(ctx: Context, kernel: KernelTarget) -> Signing:
     out = ctx.console.print
     values = read_signing_settings(ctx, kernel)
-    try_sign = values.get("try_sign_modules", "")
-    if try_sign == "false":
-        out("Module signing is disabled by policy, modules won't be signed")
-        return Signing(False)
-    if try_sign != "true" and running_in_chroot(ctx.env):
-        out("Running in chroot, modules won't be signed")
-        return Signing(False)
-    if not kernel.config.is_file():
-        out(f"Kernel config {kernel.config} not found, modules won't be signed")
-        return Signing(False)
+    why = unsigned_because(ctx, kernel, values)
     sig_hash = kernel.sig_hash()
-    if sig_hash is None:
-        out("The kernel is built without module signing facility, modules won't be signed")
+    if why is not None or sig_hash is None:
+        out(f"{why}, modules won't be signed")
         return Signing(False)
-    sign_file = values.get("sign_file", "")
-    if not sign_file:
-        sign_file = default_sign_file(ctx, kernel)
+    sign_file, runnable = sign_file_for(ctx, kernel, values)
     out(f"Sign command: {sign_file}")
-    if not (os.path.isfile(sign_file) and os.access(sign_file, os.X_OK)):
+    if not runnable:
         out(f"Binary {sign_file} not found, modules won't be signed")
         return Signing(False)
     pair = prepare_mok(ctx, values, kernel)
