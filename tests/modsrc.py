@@ -45,13 +45,19 @@ def write_module(
 
 def write_overlap_probe(parent: Path, name: str, marks: Path) -> Path:
     """A module whose Makefile, while a kernel's make reads it, looks for another kernel's
-    make in flight and notes what it saw in ``marks``; see :func:`builds_overlapped`."""
+    make in flight and notes what it saw in ``marks``; see :func:`builds_overlapped`.
+
+    A make that finds no trace of another kernel yet waits for one (up to 30 s) rather than a
+    fixed time: on a loaded machine builds that do run side by side may start seconds apart,
+    while builds run one after the other still leave no overlap to see."""
     src = write_module(parent, name)
     marks.mkdir(exist_ok=True)
+    own = "-x -F -e in-$(KERNELRELEASE) -e seen-$(KERNELRELEASE)"
     (src / "Makefile").write_text(
         f"obj-m := {name}.o\n"
-        f"$(shell mkdir -p {marks}/in-$(KERNELRELEASE); sleep 2; ls {marks} >> {marks}/seen-$(KERNELRELEASE); "
-        f"rmdir {marks}/in-$(KERNELRELEASE))\n")
+        f"$(shell mkdir -p {marks}/in-$(KERNELRELEASE); i=0; "
+        f"until ls {marks} | grep -v {own} | grep -q . || [ $$i -ge 150 ]; do i=$$((i+1)); sleep 0.2; done; "
+        f"sleep 1; ls {marks} >> {marks}/seen-$(KERNELRELEASE); rmdir {marks}/in-$(KERNELRELEASE))\n")
     return src
 
 

@@ -59,6 +59,7 @@ def test_a_freed_slot_is_used_while_someone_else_holds_a_token() -> None:
     give_back = threading.Event()
     given_back = threading.Event()
     started_while_held: list[str] = []
+    threads: list[threading.Thread] = []
 
     def holder() -> None:
         js.acquire()
@@ -69,7 +70,8 @@ def test_a_freed_slot_is_used_while_someone_else_holds_a_token() -> None:
 
     def run_one(job: str, console: BufferConsole) -> int:
         if job == "first":
-            threading.Thread(target=holder, daemon=True).start()
+            threads.append(threading.Thread(target=holder, daemon=True))
+            threads[0].start()
             return 0
         if job == "long":
             holding.wait(20)
@@ -81,6 +83,7 @@ def test_a_freed_slot_is_used_while_someone_else_holds_a_token() -> None:
         return 0
 
     results = run_jobs(["long", "first", "next"], lambda i: set(), run_one, budget=2, console=Console(), jobserver=js)
+    threads[0].join(10)  # its token goes back before the pipe is closed
     js.close()
     assert results == [0, 0, 0]
     assert started_while_held == ["next"]
