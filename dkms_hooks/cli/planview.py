@@ -86,10 +86,7 @@ def _signing(ctx: Context, keys: Survey, k: KernelInfo) -> dict[str, object]:
         doc["trust"] = keys.state.trust(cert).value
     if not kernel.config.is_file():
         return doc  # no headers: nothing is built for it
-    unsigned = signing.unsigned_because(ctx, kernel, values)
-    if unsigned is None:
-        sign_file, runnable = signing.sign_file_for(ctx, kernel, values)
-        unsigned = None if runnable else f"Binary {sign_file} not found"
+    unsigned = signing.unsigned_because(ctx, kernel, values) or signing.sign_file_for(ctx, kernel, values)[1]
     if unsigned is not None:
         doc["unsigned"] = unsigned
         verdict = keys.judge(None, kernel)

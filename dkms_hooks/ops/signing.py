@@ -91,10 +91,13 @@ def unsigned_because(ctx: Context, kernel: KernelTarget, values: dict[str, str])
     return None
 
 
-def sign_file_for(ctx: Context, kernel: KernelTarget, values: dict[str, str]) -> tuple[str, bool]:
-    """The sign-file command for ``kernel``, and whether it is there to run."""
+def sign_file_for(ctx: Context, kernel: KernelTarget, values: dict[str, str]) -> tuple[str, str | None]:
+    """The sign-file command for ``kernel``, and why it cannot be run (None: it can), in
+    upstream's words."""
     sign_file = values.get("sign_file", "") or default_sign_file(ctx, kernel)
-    return sign_file, os.path.isfile(sign_file) and os.access(sign_file, os.X_OK)
+    if os.path.isfile(sign_file) and os.access(sign_file, os.X_OK):
+        return sign_file, None
+    return sign_file, f"Binary {sign_file} not found"
 
 
 def prepare_signing(ctx: Context, kernel: KernelTarget) -> Signing:
@@ -105,10 +108,10 @@ def prepare_signing(ctx: Context, kernel: KernelTarget) -> Signing:
     if why is not None or sig_hash is None:
         out(f"{why}, modules won't be signed")
         return Signing(False)
-    sign_file, runnable = sign_file_for(ctx, kernel, values)
+    sign_file, missing = sign_file_for(ctx, kernel, values)
     out(f"Sign command: {sign_file}")
-    if not runnable:
-        out(f"Binary {sign_file} not found, modules won't be signed")
+    if missing is not None:
+        out(f"{missing}, modules won't be signed")
         return Signing(False)
     pair = prepare_mok(ctx, values, kernel)
     if pair is None:
